@@ -1,0 +1,236 @@
+"""Datasets as lists of labelled images: folders, the bundled digits, and their train/val/test splits.
+
+No TensorFlow here (train/pipeline.py turns these into tf.data), so benchmarks and tests can load the
+exact test split that training used with the light dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.atomic import write_json
+from edge.preprocess import resize_rgb
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+SPLITS = ("train", "val", "test")
+
+
+class DataError(Exception):
+    """The dataset cannot be used as given; the message names the folder and the fix."""
+
+
+@dataclass
+class Split:
+    """One split: either image files (paths) or in-memory images (digits), with integer labels."""
+
+    labels: np.ndarray  # int64 class indices
+    paths: list[str] | None = None
+    images: np.ndarray | None = None  # N x S x S x 3 uint8 RGB, already at the model's size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    class_names: list[str]
+    splits: dict[str, Split]
+    source: str  # what it was read from, for messages and metrics
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable files
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """Reads any supported image file as HxWx3 uint8 RGB, by its content (not its extension).
+
+    Grayscale, RGBA, palette and 16-bit images become 8-bit RGB; EXIF rotation is applied.
+
+    Raises:
+        ValueError: the file is not a readable image (corrupt, truncated, empty, text).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # palette-transparency and EXIF warnings are not errors
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    a = np.asarray(im, dtype=np.float64)
+                    top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+                    gray = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                    return np.repeat(gray[..., None], 3, axis=2)
+                if im.mode == "P" and "transparency" in im.info:
+                    im = im.convert("RGBA")
+                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        reason = "empty file" if Path(path).stat().st_size == 0 else (str(e).split("\n")[0] or type(e).__name__)
+        raise ValueError(f"{path} is not a readable image ({reason})") from None
+
+
+def load_resized(path: str | Path, size: int) -> np.ndarray:
+    return resize_rgb(decode_image(path), size)
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan_class(folder: Path, skipped: list, progress: list) -> list[str]:
+    good = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+            continue  # non-image files (Thumbs.db, README, .DS_Store) are not data
+        try:
+            decode_image(p)
+            good.append(str(p))
+        except ValueError as e:
+            skipped.append((str(p), str(e).split("(", 1)[-1].rstrip(")")))
+            print(f"warning: {e} (skipped)", flush=True)
+        progress[0] += 1
+        if progress[0] % 1000 == 0:
+            print(f"  checked {progress[0]} images", flush=True)
+    return good
+
+
+def _scan(root: Path, class_names: list[str] | None, skipped: list, progress: list) -> tuple[list[str], dict]:
+    folders = _class_folders(root)
+    names = [f.name for f in folders]
+    if class_names is not None and names != class_names:
+        raise DataError(
+            f"{root} has classes {names}, but {root.parent / 'train'} has {class_names}: "
+            "give every split the same class folders"
+        )
+    files = {}
+    for f in folders:
+        files[f.name] = _scan_class(f, skipped, progress)
+        if not files[f.name]:
+            raise DataError(f"{f} has no readable images: add images to it or remove the folder")
+    return names, files
+
+
+def scan_folder(root: str | Path, val_split: float = 0.15, test_split: float = 0.15, seed: int = 1337) -> Dataset:
+    """Reads a folder of class sub-folders, or one with train/, val/ and test/ sub-folders.
+
+    Every image is decoded once here, so a corrupt file is skipped (and reported) before training
+    starts, never mid-epoch.
+
+    Raises:
+        DataError: the folder is missing, has fewer than 2 classes, an empty class, or a split that
+            lacks some class; the message names the folder and the fix.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"{root} is not a folder: pass --data digits, --data cats_vs_dogs, or a folder with one sub-folder per class"
+        )
+    skipped: list[tuple[str, str]] = []
+    progress = [0]
+    pre_split = all((root / s).is_dir() for s in SPLITS)
+    if pre_split:
+        names, per_split = None, {}
+        for s in SPLITS:
+            names, per_split[s] = _scan(root / s, names, skipped, progress)
+    else:
+        names, files = _scan(root, None, skipped, progress)
+    if len(names) < 2:
+        raise DataError(f"{root} has {len(names)} class folder(s) {names}: a classifier needs at least 2, one per class")
+    if not pre_split:
+        per_split = _stratified_split(root, names, files, val_split, test_split, seed)
+    splits = {}
+    for s, files in per_split.items():
+        paths = [p for c in names for p in files[c]]
+        labels = np.array([i for i, c in enumerate(names) for _ in files[c]], dtype=np.int64)
+        splits[s] = Split(labels=labels, paths=paths)
+    return Dataset(class_names=names, splits=splits, source=str(root), skipped=skipped)
+
+
+def _stratified_split(root, names, files, val_split, test_split, seed) -> dict:
+    """Per-class seeded split (sklearn), checking that every class reaches every split."""
+    from sklearn.model_selection import train_test_split
+
+    out = {s: {} for s in SPLITS}
+    for c in names:
+        f = files[c]
+        n_val, n_test = round(len(f) * val_split), round(len(f) * test_split)
+        if len(f) < 3 or n_val < 1 or n_test < 1:
+            raise DataError(
+                f"{root / c} has {len(f)} readable image(s): too few to put at least one in each of train/val/test "
+                f"at {val_split:.0%}/{test_split:.0%}; add images, or provide train/, val/ and test/ folders yourself"
+            )
+        rest, out["test"][c] = train_test_split(f, test_size=n_test, random_state=seed)
+        out["train"][c], out["val"][c] = train_test_split(rest, test_size=n_val, random_state=seed)
+    return out
+
+
+def load_digits(image_size: int, val_split: float = 0.15, test_split: float = 0.15, seed: int = 1337) -> Dataset:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans) as RGB images at image_size."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    # 0-16 ink levels -> white digits on black, the way the scans look, then up-sampled to the model's size.
+    small = np.clip(d.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)
+    idx = np.arange(len(small))
+    rest, test = train_test_split(idx, test_size=test_split, stratify=d.target, random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=val_split / (1 - test_split), stratify=d.target[rest], random_state=seed
+    )
+
+    def make(ix):
+        imgs = np.stack([resize_rgb(np.repeat(small[i][..., None], 3, axis=2), image_size) for i in ix])
+        return Split(labels=d.target[ix].astype(np.int64), images=imgs)
+
+    return Dataset(
+        class_names=[str(i) for i in range(10)],
+        splits={"train": make(train), "val": make(val), "test": make(test)},
+        source="scikit-learn digits",
+    )
+
+
+def load_dataset(data: str, image_size: int, val_split=0.15, test_split=0.15, seed=1337, cache_dir="") -> Dataset:
+    """--data resolved: "digits", "cats_vs_dogs" (downloaded, cached) or a folder."""
+    if data == "digits":
+        return load_digits(image_size, val_split, test_split, seed)
+    if data == "cats_vs_dogs":
+        from train.download import prepare_cats_vs_dogs
+
+        return scan_folder(prepare_cats_vs_dogs(cache_dir or None), val_split, test_split, seed)
+    return scan_folder(data, val_split, test_split, seed)
+
+
+def split_images(split: Split, image_size: int) -> np.ndarray:
+    """All images of a split as N x S x S x 3 uint8 RGB (decoding files if needed)."""
+    if split.images is not None:
+        return split.images
+    return np.stack([load_resized(p, image_size) for p in split.paths])
+
+
+def save_splits(ds: Dataset, path: str | Path) -> None:
+    """Records which images went where, so export and benchmarks evaluate on exactly the test split."""
+    doc = {"source": ds.source, "class_names": ds.class_names, "splits": {}}
+    for name, s in ds.splits.items():
+        doc["splits"][name] = {"labels": s.labels.tolist(), "paths": s.paths}
+    write_json(path, doc)
+
+
+def load_split(run_dir: str | Path, name: str = "test") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A run's split as (uint8 images at the run's size, labels, class names), without TensorFlow."""
+    from train.settings import load_settings
+
+    s = load_settings(run_dir)
+    doc = json.loads((Path(run_dir) / "splits.json").read_text())
+    entry = doc["splits"][name]
+    labels = np.array(entry["labels"], dtype=np.int64)
+    if entry["paths"] is None:  # in-memory dataset (digits): rebuild it deterministically from the settings
+        ds = load_digits(s.image_size, s.val_split, s.test_split, s.seed)
+        split = ds.splits[name]
+        if not np.array_equal(split.labels, labels):
+            raise DataError(f"{run_dir}/splits.json does not match the digits split rebuilt from settings.json")
+        return split.images, labels, doc["class_names"]
+    return split_images(Split(labels=labels, paths=entry["paths"]), s.image_size), labels, doc["class_names"]

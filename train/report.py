@@ -1,0 +1,98 @@
+"""What a person looks at after training: learning curves, confusion matrix, sample predictions, metrics."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report  # noqa: E402
+
+from edge.atomic import atomic_path  # noqa: E402
+
+PHASE_TITLES = {"phase1": "1: head", "phase2": "2: fine-tune", "phase3": "3: QAT"}
+
+
+def save_figure(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def read_history(path: str | Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_learning_curves(rows: list[dict], path: str | Path) -> None:
+    """Accuracy and loss per epoch, train and val, with the phase boundaries marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    epochs = np.arange(1, len(rows) + 1)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for key, style, label in ((metric, "-o", "train"), ("val_" + metric, "-s", "val")):
+            vals = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+            ax.plot(epochs, vals, style, ms=3, label=label)
+        prev = None
+        for i, r in enumerate(rows):
+            if r["phase"] != prev:
+                if i:
+                    ax.axvline(i + 0.5, color="gray", ls="--", lw=1)
+                ax.text(i + 0.7, 1.0, PHASE_TITLES.get(r["phase"], r["phase"]), transform=ax.get_xaxis_transform(),
+                        va="bottom", fontsize=8, color="dimgray")  # fmt: skip
+                prev = r["phase"]
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
+    axes[1].set_yscale("log")
+    fig.suptitle("Learning curves", y=1.06)
+    save_figure(fig, path)
+
+
+def plot_confusion(y_true, y_pred, class_names: list[str], path: str | Path, title: str) -> None:
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * n + 2), max(4, 0.55 * n + 1.5)))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(n)), display_labels=class_names, ax=ax, colorbar=False,
+        cmap="Blues", xticks_rotation=45 if max(len(c) for c in class_names) > 3 else 0,
+    )  # fmt: skip
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_samples(images, y_true, y_pred, class_names, path: str | Path, n: int = 24, seed: int = 0) -> None:
+    """A grid of test images with true and predicted labels; mistakes in red, shown first."""
+    rng = np.random.default_rng(seed)
+    wrong = np.flatnonzero(y_true != y_pred)
+    right = np.flatnonzero(y_true == y_pred)
+    pick = np.concatenate([rng.permutation(wrong)[: n // 3], rng.permutation(right)])[:n]
+    cols = 8
+    rows = max(1, int(np.ceil(len(pick) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, pick):
+        ax.imshow(images[i])
+        ok = y_true[i] == y_pred[i]
+        ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[y_pred[i]]}", fontsize=8,
+                     color="black" if ok else "red")  # fmt: skip
+    fig.suptitle(f"Test samples ({len(wrong)} of {len(y_true)} wrong; mistakes in red)")
+    save_figure(fig, path)
+
+
+def classification_metrics(y_true, probs, class_names: list[str]) -> dict:
+    """Top-1 and per-class precision/recall/F1 (scikit-learn)."""
+    y_pred = np.argmax(probs, axis=1)
+    rep = classification_report(
+        y_true, y_pred, labels=list(range(len(class_names))), target_names=class_names, output_dict=True,
+        zero_division=0,
+    )  # fmt: skip
+    per_class = {c: {k: round(float(rep[c][k]), 4) for k in ("precision", "recall", "f1-score", "support")}
+                 for c in class_names}  # fmt: skip
+    return {"top1": round(float(accuracy_score(y_true, y_pred)), 4), "per_class": per_class}

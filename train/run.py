@@ -1,0 +1,284 @@
+"""run_training(): the three phases, resumable, with every output written atomically into runs/NAME/.
+
+Phase 1 trains a new head on the frozen backbone, phase 2 fine-tunes the top of the backbone at a lower
+learning rate, phase 3 is quantization-aware training. Each phase's end state is saved, and
+BackupAndRestore saves every epoch, so re-running the same command after Ctrl-C or a kill resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.atomic import atomic_path, write_json, write_text
+from train.data import load_dataset, save_splits
+from train.settings import TrainSettings, resolve
+
+FLOAT_MODEL = "model_float.keras"
+QAT_MODEL = "model_qat.h5"
+
+
+class RunError(Exception):
+    """The run folder cannot be used as asked; the message says what to pass instead."""
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def make_strategy(s: TrainSettings):
+    import tensorflow as tf
+
+    if s.logical_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * s.logical_cpus)
+    if s.strategy == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or (
+            [d.name for d in tf.config.list_logical_devices("CPU")] if s.logical_cpus > 1 else None
+        )
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+    elif s.strategy == "multiworker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        return tf.distribute.get_strategy()
+    _log(f"strategy: {s.strategy}, {strategy.num_replicas_in_sync} replica(s)")
+    return strategy
+
+
+def _check_run_folder(s: TrainSettings, force: bool) -> bool:
+    """True if the run is already complete. Refuses to mix runs with different settings."""
+    run = s.run_dir
+    old_path = run / "settings.json"
+    if force and run.exists():
+        shutil.rmtree(run)
+    if not old_path.is_file():
+        return False
+    old = json.loads(old_path.read_text())
+    if old.get("settings_sha256") != s.sha256():
+        diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in s.to_dict().items() if k in old and old[k] != v]
+        raise RunError(
+            f"{run} holds a run with other settings ({'; '.join(diff[:4]) or 'different version'}): "
+            "pass --out runs/NEW_NAME, or --force to replace it"
+        )
+    return (run / "metrics.json").is_file()
+
+
+def _link_latest(run: Path) -> None:
+    latest = run.parent / "latest"
+    tmp = run.parent / ".latest.partial"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(run.name, tmp)
+    os.replace(tmp, latest)
+
+
+def _callbacks(run: Path, phase: str):
+    import tf_keras as keras
+
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "logs").mkdir(parents=True, exist_ok=True)
+    return [
+        keras.callbacks.BackupAndRestore(str(run / "backup" / phase), delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run / "checkpoints" / f"{phase}.best.weights.h5"), monitor="val_loss", save_best_only=True,
+            save_weights_only=True,
+        ),  # fmt: skip
+        keras.callbacks.CSVLogger(str(run / "logs" / f"{phase}.csv"), append=True),
+    ]
+
+
+def _fit_phase(model, run, phase, s, train_ds, val_ds, lr, epochs, initial_epoch, class_weight, strategy, patience):
+    """Compiles and fits one phase; returns the number of epochs it ended at. Skips a finished phase."""
+    import tf_keras as keras
+
+    final = run / "checkpoints" / f"{phase}.final.weights.h5"
+    state_path = run / "checkpoints" / f"{phase}.json"
+    if final.is_file() and state_path.is_file():
+        model.load_weights(str(final))
+        end = json.loads(state_path.read_text())["end_epoch"]
+        _log(f"{phase}: already done ({end - initial_epoch} epochs), weights reloaded")
+        return end
+    with strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+    cbs = _callbacks(run, phase) + [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    ]
+    hist = model.fit(
+        train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+        class_weight=class_weight, callbacks=cbs, verbose=1 if sys.stdout.isatty() else 2,
+    )  # fmt: skip
+    best = run / "checkpoints" / f"{phase}.best.weights.h5"
+    if best.is_file():  # the best epoch by val_loss, whether or not EarlyStopping fired
+        model.load_weights(str(best))
+    end = initial_epoch + len(hist.epoch)
+    with atomic_path(final) as tmp:
+        model.save_weights(str(tmp))
+    write_json(state_path, {"end_epoch": end})
+    return end
+
+
+def _history(run: Path) -> list[dict]:
+    from train.report import read_history
+
+    rows = []
+    for phase in ("phase1", "phase2", "phase3"):
+        by_epoch = {r["epoch"]: r for r in read_history(run / "logs" / f"{phase}.csv")}  # a resumed epoch: last wins
+        rows += [dict(r, phase=phase) for _, r in sorted(by_epoch.items(), key=lambda kv: int(kv[0]))]
+    return rows
+
+
+def _write_history(rows: list[dict], path: Path) -> None:
+    import csv
+    import io
+
+    keys = ["phase", "epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def _class_weight(labels: np.ndarray, n: int) -> dict | None:
+    """Balanced class weights when the largest class is over 1.5x the smallest."""
+    counts = np.bincount(labels, minlength=n)
+    if counts.max() <= 1.5 * counts.min():
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    w = compute_class_weight("balanced", classes=np.arange(n), y=labels)
+    _log(f"classes are imbalanced ({counts.min()}..{counts.max()} images): using balanced class weights")
+    return {i: float(x) for i, x in enumerate(w)}
+
+
+def run_training(settings: TrainSettings, force: bool = False) -> dict:
+    """Trains a run end to end and returns its metrics (see README, "Outputs of make train").
+
+    Raises:
+        RunError: the run folder holds a run with other settings.
+        train.data.DataError: the dataset is unusable (message names the folder and the fix).
+    """
+    s = resolve(settings)
+    run = s.run_dir
+    if _check_run_folder(s, force):
+        _log(f"{run} is already complete (same settings); pass --force to train again")
+        _link_latest(run)
+        return json.loads((run / "metrics.json").read_text())
+    t0 = time.time()
+    run.mkdir(parents=True, exist_ok=True)
+    settings_doc = dict(s.to_dict(), settings_sha256=s.sha256())
+    write_json(run / "settings.json", settings_doc)
+
+    ds = load_dataset(s.data, s.image_size, s.val_split, s.test_split, s.seed, s.cache_dir)
+    names = ds.class_names
+    sizes = {k: len(v) for k, v in ds.splits.items()}
+    _log(f"data: {ds.source}, {len(names)} classes, train/val/test = {sizes['train']}/{sizes['val']}/{sizes['test']}")
+    write_text(run / "labels.txt", "\n".join(names) + "\n")
+    save_splits(ds, run / "splits.json")
+    if ds.skipped:
+        write_text(run / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in ds.skipped))
+        _log(f"{len(ds.skipped)} unreadable file(s) skipped, listed in {run / 'skipped.txt'}")
+
+    strategy = make_strategy(s)
+    import tensorflow as tf
+
+    from train.model import WeightsUnavailable, build_model, set_trainable
+    from train.pipeline import make_dataset
+    from train.qat import load_qat_model, quantize_model, save_qat_model
+    from train.report import classification_metrics, plot_confusion, plot_learning_curves, plot_samples
+
+    tf.keras.utils.set_random_seed(s.seed)
+    train_ds = make_dataset(ds.splits["train"], s.image_size, s.batch_size, True, s.seed)
+    val_ds = make_dataset(ds.splits["val"], s.image_size, s.batch_size, False)
+    test_ds = make_dataset(ds.splits["test"], s.image_size, s.batch_size, False)
+    class_weight = _class_weight(ds.splits["train"].labels, len(names))
+
+    kw = dict(num_classes=len(names), image_size=s.image_size, backbone=s.backbone, alpha=s.alpha,
+              dropout=s.dropout, augment=s.augment, flip=s.flip, bn_momentum=s.bn_momentum)  # fmt: skip
+    weights_used = s.weights
+    with strategy.scope():
+        try:
+            model = build_model(weights=s.weights, **kw)
+        except WeightsUnavailable as e:
+            bar = "!" * 78
+            _log(f"{bar}\nWARNING: ImageNet weights could not be downloaded ({e}).\n"
+                 "Training goes on from RANDOM INIT: there is no transfer learning in this run, and the whole\n"
+                 f"network trains. Pass --weights PATH.h5 to use a local copy.\n{bar}")  # fmt: skip
+            weights_used = "none"
+            model = build_model(weights="none", **kw)
+    pretrained = weights_used != "none"
+    settings_doc["weights_used"] = weights_used
+    write_json(run / "settings.json", settings_doc)
+    if not pretrained:
+        _log("no pretrained weights: nothing to transfer, so phases 1 and 2 train the whole network")
+
+    lr2 = s.learning_rate * s.fine_tune_lr_factor
+    try:
+        _log(f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): " + set_trainable(model, "head", s.backbone, pretrained=pretrained))
+        end1 = _fit_phase(model, run, "phase1", s, train_ds, val_ds, s.learning_rate, s.epochs, 0, class_weight, strategy, s.patience)
+        _log(f"phase 2 ({s.fine_tune_epochs} epochs, lr {lr2:g}): " + set_trainable(model, "fine_tune", s.backbone, s.fine_tune_from, pretrained))
+        end2 = _fit_phase(model, run, "phase2", s, train_ds, val_ds, lr2, s.fine_tune_epochs, end1, class_weight, strategy, s.patience)
+        with atomic_path(run / FLOAT_MODEL) as tmp:
+            model.save(str(tmp))
+        test_images = np.concatenate([x.numpy() for x, _ in test_ds]).astype(np.uint8)
+        y_test = ds.splits["test"].labels
+        float_probs = model.predict(test_ds, verbose=0)
+        float_m = classification_metrics(y_test, float_probs, names)
+        _log(f"float model: test top-1 {float_m['top1']:.4f}")
+
+        _log(f"phase 3, quantization-aware training ({s.qat_epochs} epochs, lr {lr2:g})")
+        with strategy.scope():
+            qat = quantize_model(model)
+        _fit_phase(qat, run, "phase3", s, train_ds, val_ds, lr2, s.qat_epochs, end2, class_weight, strategy, s.patience)
+        with atomic_path(run / QAT_MODEL) as tmp:
+            save_qat_model(qat, tmp)
+        qat = load_qat_model(run / QAT_MODEL)  # evaluate what was saved, as export will see it
+        qat_probs = qat.predict(test_ds, verbose=0)
+        qat_m = classification_metrics(y_test, qat_probs, names)
+        _log(f"QAT model: test top-1 {qat_m['top1']:.4f} ({(qat_m['top1'] - float_m['top1']) * 100:+.2f} points)")
+    except KeyboardInterrupt:
+        _log(f"\ninterrupted: re-run the same command to resume {run} from its last finished epoch")
+        raise SystemExit(130) from None
+
+    rows = _history(run)
+    _write_history(rows, run / "history.csv")
+    plot_learning_curves(rows, run / "learning_curves.png")
+    y_pred = np.argmax(float_probs, 1)
+    plot_confusion(y_test, y_pred, names, run / "confusion_matrix.png", f"Float model, test set (top-1 {float_m['top1']:.3f})")
+    plot_confusion(y_test, np.argmax(qat_probs, 1), names, run / "confusion_matrix_qat.png", f"QAT model, test set (top-1 {qat_m['top1']:.3f})")
+    plot_samples(test_images, y_test, y_pred, names, run / "samples.png", seed=s.seed)
+
+    metrics = {
+        "test_top1_float": float_m["top1"],
+        "test_top1_qat": qat_m["top1"],
+        "qat_minus_float_points": round((qat_m["top1"] - float_m["top1"]) * 100, 2),
+        "weights_used": weights_used,
+        "weights_requested": s.weights,
+        "transfer_learning": pretrained,
+        "epochs_run": {p: sum(1 for r in rows if r["phase"] == p) for p in ("phase1", "phase2", "phase3")},
+        "n_images": sizes,
+        "n_skipped": len(ds.skipped),
+        "class_names": names,
+        "per_class_float": float_m["per_class"],
+        "per_class_qat": qat_m["per_class"],
+        "settings_sha256": s.sha256(),
+        "train_seconds": round(time.time() - t0, 1),
+    }
+    write_json(run / "metrics.json", metrics)  # written last: its presence means the run is complete
+    shutil.rmtree(run / "backup", ignore_errors=True)
+    _link_latest(run)
+    _log(f"done in {metrics['train_seconds']:.0f} s: {run} (float {float_m['top1']:.4f}, QAT {qat_m['top1']:.4f})")
+    return metrics
+
+
+def settings_from(**overrides) -> TrainSettings:
+    return dataclasses.replace(TrainSettings(), **overrides)

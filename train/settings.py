@@ -1,0 +1,100 @@
+"""TrainSettings: every choice one training run makes, frozen and saved as runs/NAME/settings.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKBONES = ("mobilenetv2", "vgg16")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+# The embedded dataset trains from random init on 2 cores, so it gets a small, fast model by default;
+# real photos get the size ImageNet weights were made for.
+_DEFAULT_SIZE = {"digits": (96, 0.35)}
+_FALLBACK_SIZE = (224, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Resolved settings of one run. Field comments are the documentation; --help mirrors them."""
+
+    data: str = "digits"  # "digits", "cats_vs_dogs", or a folder of class sub-folders
+    out: str = ""  # run folder; default runs/<data>-<backbone>-a<alpha>-s<size>
+    backbone: str = "mobilenetv2"  # "mobilenetv2" or "vgg16"
+    weights: str = "imagenet"  # "imagenet" (downloaded and cached by Keras), "none", or a local .h5 file
+    alpha: float = 0.0  # MobileNetV2 width multiplier; 0 = per-dataset default (digits 0.35, else 1.0)
+    image_size: int = 0  # square input side; 0 = per-dataset default (digits 96, else 224)
+    batch_size: int = 32
+    epochs: int = 15  # phase 1 (head on frozen backbone, or whole network without pretrained weights)
+    fine_tune_epochs: int = 8  # phase 2 (top of the backbone unfrozen at a lower learning rate)
+    qat_epochs: int = 3  # phase 3 (quantization-aware training)
+    learning_rate: float = 1e-3  # phase 1 Adam learning rate
+    fine_tune_lr_factor: float = 0.1  # phase 2 and 3 use learning_rate * this (about 10x lower)
+    fine_tune_from: str = ""  # first backbone layer to unfreeze (name or index); "" = MobileNetV2 100, VGG16 block5_conv1
+    dropout: float = 0.2  # before the softmax head
+    bn_momentum: float = 0.9  # keras.applications uses 0.999, far too slow for short runs (NOTES-deps item 6)
+    augment: bool = True  # flip, rotation, zoom, translation, contrast layers, active in training only
+    flip: bool = True  # horizontal flips; digits turns them off (a mirrored 2 is not a 2)
+    patience: int = 5  # EarlyStopping patience in epochs (restores the best weights)
+    val_split: float = 0.15  # fractions for the stratified split when the folder has no train/val/test
+    test_split: float = 0.15
+    seed: int = 1337
+    strategy: str = "default"  # tf.distribute: "default", "mirrored" (all local GPUs) or "multiworker" (TF_CONFIG)
+    logical_cpus: int = 0  # split the CPU into N logical devices (to exercise "mirrored" without GPUs); 0 = off
+    max_steps_per_epoch: int = 0  # cap on training steps per epoch (tests); 0 = the whole training split
+    cache_dir: str = ""  # where downloads are cached; "" = ~/.cache/edge-toolkit
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def data_name(self) -> str:
+        return Path(self.data).name if self.data not in ("digits", "cats_vs_dogs") else self.data
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def sha256(self) -> str:
+        """Hash of everything that shapes the model (not where it is written or how it is distributed)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "strategy", "logical_cpus", "cache_dir")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def resolve(settings: TrainSettings) -> TrainSettings:
+    """Fills the per-dataset defaults and the run folder; validates choices.
+
+    Raises:
+        ValueError: an unknown backbone or strategy, or a value out of range.
+    """
+    if settings.backbone not in BACKBONES:
+        raise ValueError(f"--backbone {settings.backbone!r} is not supported: choose from {', '.join(BACKBONES)}")
+    if settings.strategy not in STRATEGIES:
+        raise ValueError(f"--strategy {settings.strategy!r} is not supported: choose from {', '.join(STRATEGIES)}")
+    size, alpha = _DEFAULT_SIZE.get(settings.data, _FALLBACK_SIZE)
+    size = settings.image_size or size
+    alpha = settings.alpha or alpha
+    if settings.backbone == "vgg16":
+        alpha = 1.0  # VGG16 has no width multiplier
+    if size < 32:
+        raise ValueError(f"--image-size {size} is too small: MobileNetV2 and VGG16 need at least 32")
+    if not 0 < settings.val_split < 1 or not 0 < settings.test_split < 1 or settings.val_split + settings.test_split >= 1:
+        raise ValueError("--val-split and --test-split must be fractions that leave images for training")
+    flip = settings.flip and settings.data != "digits"
+    s = dataclasses.replace(settings, image_size=size, alpha=alpha, flip=flip)
+    if not s.out:
+        s = dataclasses.replace(s, out=f"runs/{s.data_name}-{s.backbone}-a{alpha:g}-s{size}")
+    return s
+
+
+def load_settings(run_dir: str | Path) -> TrainSettings:
+    """Reads runs/NAME/settings.json back (export and benchmarks use it)."""
+    p = Path(run_dir) / "settings.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: {run_dir} is not a finished training run; run `python -m train` first")
+    d = json.loads(p.read_text())
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in d.items() if k in known})
