@@ -68,7 +68,9 @@ def decode_image(path: str | Path) -> np.ndarray:
                 if im.mode == "P" and "transparency" in im.info:
                     im = im.convert("RGBA")
                 return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    # A corrupt header can declare billions of pixels: Pillow refuses it with DecompressionBombError, which
+    # is not an OSError, and it is a bad file like any other.
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         reason = "empty file" if Path(path).stat().st_size == 0 else (str(e).split("\n")[0] or type(e).__name__)
         raise ValueError(f"{path} is not a readable image ({reason})") from None
 
@@ -90,7 +92,10 @@ def _scan_class(folder: Path, skipped: list, progress: list) -> list[str]:
             decode_image(p)
             good.append(str(p))
         except ValueError as e:
-            skipped.append((str(p), str(e).split("(", 1)[-1].rstrip(")")))
+            # The reason is what follows decode_image's "<path> is not a readable image (" prefix; splitting at
+            # the first "(" would cut inside a path like "Photos (2)/x.jpg".
+            msg, prefix = str(e), f"{p} is not a readable image ("
+            skipped.append((str(p), msg[len(prefix) : -1] if msg.startswith(prefix) else msg))
             print(f"warning: {e} (skipped)", flush=True)
         progress[0] += 1
         if progress[0] % 1000 == 0:
@@ -131,7 +136,15 @@ def scan_folder(root: str | Path, val_split: float = 0.15, test_split: float = 0
         )
     skipped: list[tuple[str, str]] = []
     progress = [0]
-    pre_split = all((root / s).is_dir() for s in SPLITS)
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present and len(present) < len(SPLITS):
+        # Otherwise train/ and val/ would silently become two classes named "train" and "val".
+        missing = [s for s in SPLITS if s not in present]
+        raise DataError(
+            f"{root} has {'/, '.join(present)}/ but no {'/, '.join(missing)}/: provide all of train/, val/ and test/, "
+            "or put the class folders directly in it to have it split for you"
+        )
+    pre_split = bool(present)
     if pre_split:
         names, per_split = None, {}
         for s in SPLITS:
@@ -158,7 +171,7 @@ def _stratified_split(root, names, files, val_split, test_split, seed) -> dict:
     for c in names:
         f = files[c]
         n_val, n_test = round(len(f) * val_split), round(len(f) * test_split)
-        if len(f) < 3 or n_val < 1 or n_test < 1:
+        if len(f) < 3 or n_val < 1 or n_test < 1 or len(f) - n_val - n_test < 1:
             raise DataError(
                 f"{root / c} has {len(f)} readable image(s): too few to put at least one in each of train/val/test "
                 f"at {val_split:.0%}/{test_split:.0%}; add images, or provide train/, val/ and test/ folders yourself"
