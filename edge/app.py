@@ -1,0 +1,148 @@
+"""The camera classifier loop: frames in, top label, score and FPS out (a window, JSON lines, a recording).
+
+    python -m edge --model runs/NAME/export/tflite_int8.tflite                      # camera 0, in a window
+    python -m edge --model MODEL --source video.mp4 --headless > predictions.jsonl
+
+run() checks the model (manifest, sha256, tensors) and the source before it opens any camera, then reads frames
+on a thread (edge.reader) and classifies them here until the source ends, --max-frames, q/Esc or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from edge.classifier import Classifier, Result
+from edge.display import FpsMeter, Window, check_record_path, draw_overlay, recording
+from edge.reader import Frame, FrameReader
+from edge.sources import Capture, check_source, open_capture, parse_source, quiet_opencv, source_fps
+
+log = logging.getLogger("edge")
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    """Everything one run of the classifier needs; the CLI fills it from flags."""
+
+    model: str  # a .tflite or .onnx artifact; the manifest.json written with it must sit beside it
+    source: str = (
+        "0"  # camera index, /dev/videoN, picamera, video file, image, folder of images, rtsp:// or http:// URL
+    )
+    backend: str | None = None  # "litert" or "onnxruntime"; None: the runtime the manifest names for the model
+    threads: int | None = None  # interpreter threads; None: one per CPU core
+    top_k: int = 3  # categories reported per frame
+    min_score: float = 0.0  # a frame whose best score is below this is "unknown": label null in JSON
+    headless: bool = False  # print one JSON line per frame on stdout instead of showing a window
+    max_frames: int | None = None  # stop after classifying this many frames; None: until the source ends or quit
+    record: str | None = None  # also write the annotated frames to this .mp4 or .avi (atomically)
+    every_frame: bool | None = None  # True: every frame in order; False: newest only (no lag); None: True for files
+    loop: bool = False  # start a video, image or folder over when it ends (demos, soak tests)
+    print_every: int = 1  # headless: print every Nth frame's line (a service logging to the journal may want fewer)
+    retry_initial_s: float = 0.5  # a live source that dropped out is reopened after this wait, doubling per try ...
+    retry_max_s: float = 10.0  # ... up to this (a camera that is unplugged for hours costs nothing)
+    window_title: str = "edge classifier"  # title of the window (not headless)
+
+
+def result_record(frame: Frame, result: Result, fps: float | None) -> dict:
+    """The JSON line for one frame: what was seen, where, how sure, how fast."""
+    top = result.top
+    return {
+        "time": round(frame.time, 3),  # Unix time when the frame was read
+        "frame": frame.index,
+        "source": frame.name,
+        "label": top.label if top else None,  # None: below --min-score ("unknown")
+        "score": round(float(result.scores.max()), 5),  # the best score, even when it is below --min-score
+        "top_k": [{"label": c.label, "score": round(c.score, 5)} for c in result.categories],
+        "inference_ms": round(result.inference_ms, 3),
+        "fps": round(fps, 2) if fps else None,  # frames per second of the whole loop, over the last 30 frames
+    }
+
+
+def _threads(n: int | None) -> int:
+    return n if n else (os.cpu_count() or 1)
+
+
+def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None) -> int:
+    """Runs the classifier until the source ends, max_frames, q/Esc or Ctrl-C; returns the exit code (0).
+
+    Args:
+        options: the settings.
+        open_source: makes the capture instead of options.source (tests inject fake cameras here); it is
+            treated as a live source unless options.every_frame is set.
+
+    Raises:
+        EdgeError, ManifestError: the model, manifest, backend, source or --record name cannot work; raised
+            before any camera is opened.
+    """
+    o = options
+    spec = None if open_source is not None else parse_source(o.source)
+    if o.record:
+        check_record_path(o.record)
+    classifier = Classifier.from_model(
+        o.model, o.backend, _threads(o.threads), top_k=o.top_k, min_score=o.min_score
+    )  # fmt: skip
+    if spec is not None:
+        check_source(spec)
+    live = spec.live if spec is not None else not o.every_frame
+    every_frame = (not live) if o.every_frame is None else o.every_frame
+    window = None if o.headless else Window(o.window_title)
+    name = str(spec) if spec is not None else "injected source"
+    log.info("model %s, %d threads", classifier.describe(), _threads(o.threads))
+    log.info("source %s (%s); settings %s", name, "every frame" if every_frame else "latest frame",
+             json.dumps({k: v for k, v in asdict(o).items() if v is not None}))  # fmt: skip
+    if spec is not None:
+        quiet_opencv()
+    reader = FrameReader(
+        open_source or (lambda: open_capture(spec)), name=name, live=live, every_frame=every_frame, loop=o.loop,
+        retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s,
+    )  # fmt: skip
+    still = spec is not None and spec.kind in ("image", "folder")  # a window waits for a key on each picture
+    reader.start()
+    try:
+        # A recording plays at the video's own rate, pictures as a slideshow, live sources at the measured rate.
+        fps = 1.0 if still else (None if live else source_fps(reader.capture))
+        with recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
+            n = _loop(o, classifier, reader, window, rec, still)
+    finally:
+        reader.stop()
+        if window is not None:
+            window.close()
+    log.info("%d frames classified from %s%s", n, name,
+             f" ({reader.frames_dropped} skipped to stay current)" if reader.frames_dropped else "")  # fmt: skip
+    return 0
+
+
+def _loop(o: EdgeOptions, classifier: Classifier, reader: FrameReader, window, rec, still: bool) -> int:
+    """Classifies frames until done; returns how many. Ctrl-C ends it normally (the recording is kept)."""
+    meter, n = FpsMeter(), 0
+    if window is not None and still:
+        log.info("press any key for the next picture, q or Esc to quit")
+    try:
+        while o.max_frames is None or n < o.max_frames:
+            frame = reader.get(timeout=0.1)
+            if frame is None:
+                if reader.done:
+                    break
+                if window is not None and window.poll(1):  # keep the window alive during an outage
+                    break
+                continue
+            result = classifier.classify(frame.image)
+            fps = meter.tick()
+            n += 1
+            if o.headless and (n - 1) % o.print_every == 0:
+                sys.stdout.write(json.dumps(result_record(frame, result, fps)) + "\n")
+                sys.stdout.flush()
+            if rec is not None or window is not None:
+                canvas = draw_overlay(frame.image.copy(), result, fps)
+                if rec is not None:
+                    rec.write(canvas)
+                if window is not None and window.show(canvas, 0 if still else 1):
+                    break
+    except KeyboardInterrupt:
+        log.info("interrupted, stopping")
+    return n

@@ -1,0 +1,226 @@
+"""Classify one camera frame with an exported model, reading everything about the model from its manifest.
+
+    clf = Classifier.from_model("runs/NAME/export/tflite_int8.tflite", top_k=3)
+    result = clf.classify(cv2.imread("cat.jpg"))   # Result(categories=[Category("cat", 0.93), ...], inference_ms=1.2)
+
+from_model() checks, before anything runs: the manifest beside the model lists it, the file's sha256 matches,
+and the tensors the runtime reports agree with the manifest (shape, dtype, quantization). int8 inputs are
+quantized and int8 outputs dequantized with the parameters the interpreter itself reports.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.backends import BACKENDS, Backend, backend_for_file, create_backend
+from edge.errors import BackendError, EdgeError
+from edge.manifest import (
+    ArtifactEntry,
+    Manifest,
+    ManifestError,
+    TensorSpec,
+    find_manifest,
+    load_manifest,
+    verify_checksum,
+)
+from edge.preprocess import bgr_to_input, dequantize, quantize
+
+# What this runtime implements of the manifest's preprocessing contract (edge.manifest.Preprocessing).
+_COLOR_ORDERS = ("RGB", "BGR")
+_LAYOUTS = ("NHWC",)
+_RESIZES = ("area",)
+
+
+@dataclass(frozen=True)
+class Category:
+    """One class and its probability."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the model made of one frame."""
+
+    categories: list[Category]  # best first, at most top_k, only those scoring >= min_score; empty: unknown
+    inference_ms: float  # time inside the runtime only (not preprocessing)
+    scores: np.ndarray = field(repr=False)  # float32 probability of every label, in manifest label order
+
+    @property
+    def top(self) -> Category | None:
+        """The best category, or None when nothing reached min_score ("unknown")."""
+        return self.categories[0] if self.categories else None
+
+
+class Classifier:
+    """A model, its labels and its preprocessing, ready to classify BGR frames."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        manifest: Manifest,
+        entry: ArtifactEntry,
+        *,
+        top_k: int = 3,
+        min_score: float = 0.0,
+        where: str = "manifest",
+    ):
+        """Checks that the backend's tensors agree with the manifest entry (ManifestError names `where` if not)."""
+        self.backend, self.manifest, self.entry = backend, manifest, entry
+        self.labels = list(manifest.labels)
+        self.top_k, self.min_score = top_k, min_score
+        self._check_preprocessing(where)
+        self.input_quantization = _quantization(backend.input, entry.input, "input", entry.file, where)
+        self.output_quantization = _quantization(backend.output, entry.output, "output", entry.file, where)
+        self.size = manifest.image_size
+        shape = backend.input.shape
+        if len(shape) != 4 or shape[1:3] != [self.size, self.size] or shape[3] != 3:
+            raise ManifestError(
+                f"{where}: {entry.file} takes input shape {shape}, the manifest says {self.size}x{self.size}x3 "
+                "(NHWC): the manifest belongs to another export; re-run export"
+            )
+        n_out = backend.output.shape[-1] if backend.output.shape else 0
+        if n_out != len(self.labels):
+            raise ManifestError(
+                f"{where}: {entry.file} has {n_out} outputs but the manifest lists {len(self.labels)} labels; "
+                "re-run export"
+            )
+        lo, hi = manifest.preprocessing.input_range
+        self._range = None if (lo, hi) == (0.0, 255.0) else (float(lo), float(hi))
+        self._bgr = manifest.preprocessing.color_order == "BGR"
+
+    @classmethod
+    def from_model(
+        cls,
+        model_path: str | Path,
+        backend: str | None = None,
+        threads: int | None = None,
+        *,
+        top_k: int = 3,
+        min_score: float = 0.0,
+    ) -> Classifier:
+        """Opens a model after checking it against the manifest.json beside it.
+
+        Args:
+            model_path: a .tflite or .onnx artifact written by export.
+            backend: "litert" or "onnxruntime"; None picks the runtime the manifest names for the model.
+            threads: interpreter threads; None lets the runtime choose.
+            top_k: categories per result.
+            min_score: categories scoring below it are left out; a frame with none left is "unknown".
+
+        Raises:
+            EdgeError: missing model file, or a backend that cannot run it (BackendError).
+            ManifestError: missing or mismatching manifest, or a checksum mismatch (ChecksumError).
+        """
+        path = Path(model_path)
+        if backend is not None and backend not in BACKENDS:
+            raise BackendError(f"unsupported backend {backend!r} for {path}: pass --backend litert or onnxruntime")
+        if not path.is_file():
+            raise EdgeError(
+                f"{path} not found: pass --model runs/NAME/export/FORMAT.tflite (written by `make export`), "
+                "or the model inside a bundle"
+            )
+        manifest_path = find_manifest(path)
+        manifest = load_manifest(manifest_path)
+        try:
+            entry = manifest.entry_for_file(path)
+        except ManifestError as e:
+            raise ManifestError(f"{manifest_path}: {e}") from None
+        verify_checksum(path, entry)
+        name = backend or entry.runtime or backend_for_file(path)
+        if name != entry.runtime:
+            raise BackendError(
+                f"{path} is a {entry.runtime} model ({entry.format}), --backend {name} cannot run it: drop --backend, "
+                f"or pass the {'.onnx' if name == 'onnxruntime' else '.tflite'} artifact of the same run"
+            )
+        return cls(
+            create_backend(name, path, threads), manifest, entry, top_k=top_k, min_score=min_score,
+            where=str(manifest_path),
+        )  # fmt: skip
+
+    def _check_preprocessing(self, where: str) -> None:
+        p = self.manifest.preprocessing
+        for what, value, known in (
+            ("color_order", p.color_order, _COLOR_ORDERS),
+            ("layout", p.layout, _LAYOUTS),
+            ("resize", p.resize, _RESIZES),
+        ):
+            if value not in known:
+                raise ManifestError(
+                    f"{where}: preprocessing {what} {value!r} is not one this edge runtime implements "
+                    f"({', '.join(known)}); update edge/ to the toolkit version that exported the model"
+                )
+
+    def preprocess(self, bgr: np.ndarray) -> np.ndarray:
+        """A BGR frame -> the model's input tensor (1 x H x W x 3, in its dtype, quantized if integer)."""
+        rgb = bgr_to_input(bgr, self.size)
+        if self._bgr:
+            rgb = rgb[..., ::-1]
+        x = rgb[None].astype(np.float32)
+        if self._range is not None:
+            lo, hi = self._range
+            x = lo + x * np.float32((hi - lo) / 255.0)
+        if self.input_quantization is not None:
+            scale, zero_point = self.input_quantization
+            return quantize(x, scale, zero_point, self.backend.input.dtype)
+        return x.astype(self.backend.input.dtype, copy=False)
+
+    def predict(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        """(float32 probabilities in label order, milliseconds inside the runtime) for one BGR frame."""
+        x = self.preprocess(bgr)
+        t = time.perf_counter()
+        y = self.backend.run(x)
+        ms = (time.perf_counter() - t) * 1000.0
+        y = np.asarray(y).reshape(-1)
+        if self.output_quantization is not None:
+            y = dequantize(y, *self.output_quantization)
+        return y.astype(np.float32, copy=False), ms
+
+    def classify(self, bgr: np.ndarray) -> Result:
+        """The top-k categories of one OpenCV BGR (or gray, or BGRA) frame of any size."""
+        scores, ms = self.predict(bgr)
+        order = np.argsort(-scores, kind="stable")[: self.top_k]
+        categories = [Category(self.labels[i], float(scores[i])) for i in order if scores[i] >= self.min_score]
+        return Result(categories, ms, scores)
+
+    def describe(self) -> str:
+        """One line for the log: what runs, and how."""
+        q = self.input_quantization
+        quant = f", input scale {q[0]:.6g} zero point {q[1]}" if q else ""
+        return (
+            f"{self.entry.file} ({self.entry.format}, sha256 {self.entry.sha256[:12]}, verified) on {self.backend.name}"
+            f", {self.size}x{self.size} {self.backend.input.dtype}{quant}, {len(self.labels)} labels"
+        )
+
+
+def _quantization(runtime: TensorSpec, listed: TensorSpec, which: str, file: str, where: str):
+    """(scale, zero_point) to use for a tensor, or None for a float one.
+
+    The runtime's own parameters are used; they must agree with the manifest's. A runtime that does not
+    report them (onnxruntime) uses the manifest's.
+    """
+    if runtime.dtype != listed.dtype:
+        raise ManifestError(
+            f"{where}: {file} {which} is {runtime.dtype} in the model but {listed.dtype} in the manifest: the "
+            "manifest belongs to another export; re-run export"
+        )
+    if np.dtype(runtime.dtype).kind not in "iu":
+        return None
+    if runtime.scale is None:
+        if listed.scale is None:
+            raise ManifestError(f"{where}: {file} {which} is {runtime.dtype} but has no quantization; re-run export")
+        return float(listed.scale), int(listed.zero_point or 0)
+    if listed.scale is not None and (
+        not np.isclose(runtime.scale, listed.scale, rtol=1e-6, atol=0) or runtime.zero_point != listed.zero_point
+    ):
+        raise ManifestError(
+            f"{where}: {file} {which} quantization is scale {runtime.scale:.6g}, zero point {runtime.zero_point} in "
+            f"the model but {listed.scale:.6g}, {listed.zero_point} in the manifest: the manifest belongs to another "
+            "export; re-run export"
+        )
+    return runtime.scale, int(runtime.zero_point)

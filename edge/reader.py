@@ -1,0 +1,258 @@
+"""FrameReader: reads a source on its own thread, so capture and inference overlap.
+
+    reader = FrameReader(lambda: open_capture(spec), name="camera 0", live=True, every_frame=False).start()
+    while not reader.done:
+        frame = reader.get(timeout=0.1)   # Frame(index, image, name, time), or None if none came in time
+
+Two modes:
+- latest frame (live cameras and streams): only the newest frame is kept, so a model slower than the camera
+  never builds up lag; frame indices then skip the frames that were dropped.
+- every frame (files, folders, test input): each frame is handed over, in order; the reader waits for the loop.
+
+A live source that stops giving frames (read fails, camera unplugged, stream ends) is reopened with capped
+exponential backoff; the outage is logged once, and so is the recovery. A file source that ends, ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.sources import Capture
+
+log = logging.getLogger("edge")
+_END = object()  # every-frame mode: the source has ended
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame as read."""
+
+    index: int  # position in the source from 0; gaps are frames the latest-frame mode dropped
+    image: np.ndarray  # BGR, as OpenCV gives it
+    name: str  # the image file's name when reading images, else the source's description
+    time: float  # time.time() when it was read
+
+
+class FrameReader:
+    """Reads frames from a capture on a daemon thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        open_capture: Callable[[], Capture],
+        *,
+        name: str,
+        live: bool,
+        every_frame: bool,
+        loop: bool = False,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 10.0,
+        queue_size: int = 4,
+        warn: Callable[[str], None] | None = None,
+    ):
+        """
+        Args:
+            open_capture: makes a capture; called again to reconnect a live source, or to restart a looped file.
+            name: the source as messages name it ("camera 0").
+            live: reconnect when reads fail (True), or end (False).
+            every_frame: hand over every frame in order (True), or only the newest (False).
+            loop: start a file source over when it ends.
+            retry_initial_s: first wait before reconnecting; doubles after each failed try, up to retry_max_s.
+            retry_max_s: the cap on that wait.
+            queue_size: every-frame mode: frames read ahead of the loop.
+            warn: where outage messages go (default: the "edge" logger, i.e. stderr).
+        """
+        self._open, self.name, self.live, self.every_frame, self.loop = open_capture, name, live, every_frame, loop
+        self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self._warn = warn or log.warning
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._finished = False  # the thread has stopped reading
+        self._ended = False  # every-frame mode: the end marker was taken
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cap: Capture | None = None
+        self._error: BaseException | None = None
+        self.frames_read = 0
+        self.frames_dropped = 0  # latest-frame mode: replaced before the loop took them
+        self.outages = 0
+
+    def start(self) -> FrameReader:
+        """Opens a file source now (so a bad file fails here), a live one on the thread; starts reading."""
+        if not self.live:
+            self._cap = self._open()
+        self._thread = threading.Thread(target=self._run, name=f"reader {self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def capture(self) -> Capture | None:
+        return self._cap
+
+    @property
+    def done(self) -> bool:
+        """True once the source has ended (or the reader stopped) and every frame read was handed over."""
+        if self.every_frame:
+            return self._ended
+        with self._cond:
+            return self._finished and self._latest is None
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None if none came within `timeout` seconds or the source has ended (see `done`).
+
+        Raises:
+            the error that stopped the reader thread, once its frames are all handed over.
+        """
+        frame = self._get(timeout)
+        if frame is None and self.done and self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        return frame
+
+    def _get(self, timeout: float | None) -> Frame | None:
+        if self.every_frame:
+            if self._ended:
+                return None
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if item is _END:
+                self._ended = True
+                return None
+            return item
+        with self._cond:
+            self._cond.wait_for(lambda: self._latest is not None or self._finished, timeout=timeout)
+            frame, self._latest = self._latest, None
+            return frame
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stops reading and releases the capture (on the reader thread, which owns it)."""
+        self._stop.set()
+        if self.every_frame:  # unblock a reader waiting for room in the queue
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+        if self._thread is not None:
+            self._thread.join(timeout)  # a read blocked inside a driver may outlive this; the thread is a daemon
+
+    def __enter__(self) -> FrameReader:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the reader thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        index = 0
+        try:
+            if self._cap is None:
+                self._cap = self._try_open()
+            since_open = 0
+            while not self._stop.is_set():
+                ok, img = self._read()
+                if ok:
+                    self._deliver(Frame(index, img, self._frame_name(), time.time()))
+                    index, since_open = index + 1, since_open + 1
+                elif self.live:
+                    if not self._reconnect(index):
+                        break
+                    index += 1  # _reconnect delivered the frame that proved the source is back
+                elif self.loop and since_open > 0:
+                    self._release()
+                    self._cap, since_open = self._open(), 0
+                else:
+                    break
+        except BaseException as e:  # handed to the loop by get(), which re-raises it there
+            self._error = e
+        finally:
+            self._release()
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+            if self.every_frame:
+                self._put(_END, force=True)
+
+    def _frame_name(self) -> str:
+        name = getattr(self._cap, "name", None)
+        return name if isinstance(name, str) and name else self.name
+
+    def _try_open(self) -> Capture | None:
+        try:
+            return self._open()
+        except Exception:  # a live source that cannot be opened now is an outage, not an error
+            return None
+
+    def _read(self) -> tuple[bool, np.ndarray | None]:
+        if self._cap is None:
+            return False, None
+        try:
+            ok, img = self._cap.read()
+        except Exception:  # drivers raise on unplug; for a live source this is an outage like any failed read
+            if not self.live:
+                raise
+            return False, None
+        if not ok or img is None or img.size == 0:
+            return False, None
+        return True, img
+
+    def _release(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            try:
+                cap.release()
+            except Exception:  # releasing a dead device can fail too; it is gone either way
+                pass
+
+    def _reconnect(self, index: int) -> bool:
+        """Reopens a live source until it gives a frame (delivered as `index`); False if stopped first."""
+        self.outages += 1
+        started, delay, tries = time.monotonic(), self.retry_initial_s, 0
+        self._warn(
+            f"{self.name}: no frames (read failed, device gone or stream ended); reconnecting with backoff "
+            f"up to {self.retry_max_s:g} s"
+        )
+        while not self._stop.wait(delay):
+            tries += 1
+            self._release()
+            self._cap = self._try_open()
+            ok, img = self._read()
+            if ok:
+                self._warn(f"{self.name}: frames are back after {time.monotonic() - started:.1f} s ({tries} tries)")
+                self._deliver(Frame(index, img, self._frame_name(), time.time()))
+                return True
+            delay = min(delay * 2, self.retry_max_s)
+        return False
+
+    def _deliver(self, frame: Frame) -> None:
+        self.frames_read += 1
+        if self.every_frame:
+            self._put(frame)
+            return
+        with self._cond:
+            if self._latest is not None:
+                self.frames_dropped += 1
+            self._latest = frame
+            self._cond.notify_all()
+
+    def _put(self, item, force: bool = False) -> None:
+        while force or not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if force and self._stop.is_set():  # nobody will read: make room for the end marker
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        pass

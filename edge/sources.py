@@ -1,0 +1,212 @@
+"""Frame sources: what --source names, and the capture objects that read it.
+
+    spec = parse_source("0")            # camera index; also /dev/video2, picamera, a video, an image, a folder, a URL
+    check_source(spec)                  # SourceError now for what can never work (no picamera2, empty folder)
+    cap = open_capture(spec)            # read() -> (ok, BGR frame), release(), like cv2.VideoCapture
+
+Live sources (cameras, streams) are read by edge.reader.FrameReader, which reconnects when they drop out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from edge.errors import SourceError
+
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+PICAMERA_SIZE = (640, 480)  # what the Pi camera is asked for: plenty for a small model, cheap to convert
+
+
+class Capture(Protocol):
+    """What FrameReader reads: cv2.VideoCapture's read() and release(). `name`, if set, names the last frame."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed --source."""
+
+    kind: str  # "camera", "picamera", "stream", "video", "image" or "folder"
+    target: int | str  # camera index or device path, URL, or file/folder path
+
+    @property
+    def live(self) -> bool:
+        """Live sources run on, reconnecting when they drop out; files end."""
+        return self.kind in ("camera", "picamera", "stream")
+
+    def __str__(self) -> str:
+        if self.kind == "camera":
+            return f"camera {self.target}"
+        return "picamera" if self.kind == "picamera" else str(self.target)
+
+
+def parse_source(text: str | int) -> SourceSpec:
+    """Interprets --source: camera index, /dev/videoN, picamera, URL, image, folder of images, or video file.
+
+    Raises:
+        SourceError: a path that does not exist.
+    """
+    t = str(text).strip()
+    if t.lower() in ("picamera", "picamera2"):
+        return SourceSpec("picamera", "picamera")
+    if t.isdigit():
+        return SourceSpec("camera", int(t))
+    if "://" in t:
+        return SourceSpec("stream", t)
+    if t.startswith("/dev/video"):
+        return SourceSpec("camera", t)
+    p = Path(t).expanduser()
+    if p.is_dir():
+        return SourceSpec("folder", str(p))
+    if p.is_file():
+        return SourceSpec("image" if p.suffix.lower() in IMAGE_SUFFIXES else "video", str(p))
+    raise SourceError(
+        f"source {t} not found: pass a camera index (0), /dev/videoN, picamera, a video file, an image, "
+        "a folder of images, or an rtsp:// or http:// URL"
+    )
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files in a folder (not its subfolders), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def check_source(spec: SourceSpec) -> None:
+    """Fails early, without opening any camera, on a source that cannot work.
+
+    Raises:
+        SourceError: picamera2 missing, an empty folder, or an unreadable image; the message says what to do.
+    """
+    if spec.kind == "picamera":
+        _import_picamera2()
+    elif spec.kind == "folder" and not list_images(spec.target):
+        raise SourceError(f"{spec.target} has no images ({' '.join(IMAGE_SUFFIXES)}): pass a folder of pictures")
+    elif spec.kind == "image" and cv2.imread(str(spec.target)) is None:
+        raise SourceError(f"{spec.target} is not a readable image: pass a JPEG or PNG file")
+
+
+def quiet_opencv() -> None:
+    """Stops OpenCV's own warnings (one per failed camera open) from flooding stderr during reconnects."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # builds without the utils.logging binding
+        pass
+
+
+def open_capture(spec: SourceSpec) -> Capture:
+    """Opens a source for reading. A live source that cannot be opened yet is returned anyway: its reads fail,
+    and FrameReader reconnects.
+
+    Raises:
+        SourceError: a video file OpenCV cannot decode.
+    """
+    if spec.kind in ("camera", "stream"):
+        cap = cv2.VideoCapture(spec.target)
+        if spec.kind == "camera" and cap.isOpened():
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 queues frames otherwise; we want the newest
+        return cap
+    if spec.kind == "video":
+        cap = cv2.VideoCapture(spec.target)
+        if not cap.isOpened():
+            raise SourceError(
+                f"{spec.target} is not a video OpenCV can read: convert it (e.g. ffmpeg -i IN -c:v libx264 out.mp4) "
+                "or pass a folder of images"
+            )
+        return cap
+    if spec.kind == "picamera":
+        return PiCamera2Capture()
+    paths = [Path(spec.target)] if spec.kind == "image" else list_images(spec.target)
+    return ImageCapture(paths)
+
+
+def source_fps(cap: Capture) -> float | None:
+    """The frame rate a capture reports (video files: their own), or None if it reports none that is sane."""
+    get = getattr(cap, "get", None)
+    if get is None:
+        return None
+    try:
+        fps = float(get(cv2.CAP_PROP_FPS))
+    except (cv2.error, TypeError, ValueError):
+        return None
+    return fps if 1.0 <= fps <= 240.0 else None
+
+
+class ImageCapture:
+    """Image files read like a video: one per read(), in order, then (False, None). Unreadable files are skipped
+    with a warning; `name` is the file name of the frame last returned."""
+
+    def __init__(self, paths: list[Path], warn=None):
+        self.paths, self.pos, self.name = list(paths), 0, None
+        self._warn = warn
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        while self.pos < len(self.paths):
+            p = self.paths[self.pos]
+            self.pos += 1
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is not None:
+                self.name = p.name
+                return True, img
+            if self._warn is None:
+                import logging
+
+                logging.getLogger("edge").warning("%s is not a readable image (skipped)", p)
+            else:
+                self._warn(f"{p} is not a readable image (skipped)")
+        return False, None
+
+    def release(self) -> None:
+        self.pos = len(self.paths)
+
+
+def _import_picamera2():
+    try:
+        from picamera2 import Picamera2
+    except ImportError:
+        raise SourceError(
+            "--source picamera needs picamera2, which is not installed: on Raspberry Pi OS run "
+            "`sudo apt install python3-picamera2` and make the venv with --system-site-packages "
+            "(`./install.sh --picamera` does both), or use --source 0 for a USB camera"
+        ) from None
+    return Picamera2
+
+
+class PiCamera2Capture:
+    """The Raspberry Pi camera (libcamera) through picamera2, read like a cv2.VideoCapture."""
+
+    def __init__(self, size: tuple[int, int] = PICAMERA_SIZE):
+        picamera2 = _import_picamera2()
+        self._cam = None
+        try:
+            cam = picamera2()
+            # "RGB888" is stored B, G, R per pixel, which is OpenCV's order: no conversion needed.
+            cam.configure(cam.create_video_configuration(main={"size": size, "format": "RGB888"}))
+            cam.start()
+            self._cam = cam
+        except Exception:  # no camera attached, or busy: reads fail and the reader reconnects
+            self._cam = None
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self._cam is None:
+            return False, None
+        try:
+            frame = self._cam.capture_array()
+        except Exception:  # picamera2 raises various errors when the camera goes away
+            return False, None
+        return True, frame[..., :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame
+
+    def release(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            finally:
+                self._cam = None

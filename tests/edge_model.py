@@ -1,0 +1,259 @@
+"""A tiny real model for the edge tests, shaped like a run folder written by train + export.
+
+    python tests/edge_model.py --out /tmp/edge-model          # builds /tmp/edge-model/tiny-rgb, prints its path
+    python tests/edge_model.py --write-samples tests/data/edge  # the committed images and their labels.csv
+
+The model takes 0-255 RGB like the real one (Rescaling inside the model) and learns three easy classes
+(reddish, greenish, bluish noisy pictures) in a few seconds. It is converted to tflite_fp32, full-int8
+tflite_int8 (int8 input and output) and onnx_fp32, and a real manifest is written with edge.manifest, so
+the edge runtime is tested against the same files export will produce. Only this builder imports
+TensorFlow; the images need nothing but numpy and OpenCV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.manifest import (
+    SCHEMA_VERSION,
+    ArtifactEntry,
+    Manifest,
+    Preprocessing,
+    TensorSpec,
+    sha256_file,
+    write_manifest,
+)
+from edge.preprocess import bgr_to_input, dequantize, quantize
+
+RUN_NAME = "tiny-rgb"
+LABELS = ["red", "green", "blue"]
+IMAGE_SIZE = 32  # model input side; frames are larger (FRAME_HW) so the resize path is exercised
+FRAME_HW = (48, 64)  # test pictures, height x width (even, so every video codec takes them)
+FORMATS = ("tflite_fp32", "tflite_int8", "onnx_fp32")
+
+
+def make_images(
+    n: int, seed: int = 0, hw: tuple[int, int] = FRAME_HW, boost: tuple[float, float] = (35, 120)
+) -> tuple[np.ndarray, np.ndarray]:
+    """n noisy BGR pictures whose dominant channel is their class, and their class indices.
+
+    `boost` is how far the class channel is raised above a random background colour: the default leaves
+    some pictures ambiguous (the model is about 90% right, with a spread of scores); (90, 130) makes them clear.
+
+    Returns:
+        (uint8 array n x H x W x 3 in OpenCV's BGR order, int array of n labels into LABELS)
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % len(LABELS)
+    rng.shuffle(y)
+    h, w = hw
+    rgb = rng.uniform(20, 110, size=(n, 1, 1, 3))  # a dull background colour per picture
+    rgb[np.arange(n), 0, 0, y] += rng.uniform(*boost, size=n)
+    img = rgb + rng.normal(0, 18, size=(n, h, w, 3))  # pixel noise
+    for k in range(n):  # a dark blob somewhere, so the pictures are not flat
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(4, 12)
+        yy, xx = np.ogrid[:h, :w]
+        img[k][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] *= 0.5
+    return np.clip(img, 0, 255).astype(np.uint8)[..., ::-1].copy(), y
+
+
+def model_inputs(bgr: np.ndarray) -> np.ndarray:
+    """BGR pictures -> the float 0-255 RGB inputs the model sees (edge's own preprocessing)."""
+    return np.stack([bgr_to_input(b, IMAGE_SIZE) for b in bgr]).astype(np.float32)
+
+
+def _build_keras_model():
+    import tf_keras as keras
+
+    inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(len(LABELS), activation="softmax", name="probs")(x)
+    return keras.Model(inp, out)
+
+
+def _tflite_spec(path: Path) -> tuple[TensorSpec, TensorSpec]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+
+    def spec(d):
+        q = np.dtype(d["dtype"]).kind in "iu"
+        scale, zp = d["quantization"]
+        shape = [int(v) for v in d["shape"]]
+        return TensorSpec(
+            d["name"], shape, np.dtype(d["dtype"]).name, float(scale) if q else None, int(zp) if q else None
+        )
+
+    return spec(it.get_input_details()[0]), spec(it.get_output_details()[0])
+
+
+def predict_tflite(path: Path, x: np.ndarray) -> np.ndarray:
+    """Float probabilities from a .tflite for float 0-255 RGB inputs, quantizing as the device does."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    out = []
+    for img in x:
+        v = img[None]
+        if np.dtype(i["dtype"]).kind in "iu":
+            v = quantize(v, *i["quantization"], np.dtype(i["dtype"]).name)
+        it.set_tensor(i["index"], v)
+        it.invoke()
+        y = it.get_tensor(o["index"])[0]
+        out.append(dequantize(y, *o["quantization"]) if np.dtype(o["dtype"]).kind in "iu" else y)
+    return np.stack(out)
+
+
+def _write_artifacts(model, calib: np.ndarray, export: Path) -> None:
+    import tensorflow as tf
+    import tf2onnx
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    (export / "tflite_fp32.tflite").write_bytes(conv.convert())
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([c[None]] for c in calib)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    (export / "tflite_int8.tflite").write_bytes(conv.convert())
+
+    sig = [tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE, 3), tf.float32, name="image")]
+    tf2onnx.convert.from_keras(model, input_signature=sig, opset=17, output_path=str(export / "onnx_fp32.onnx"))
+
+
+def build_run(root: str | Path, seed: int = 0, epochs: int = 12) -> Path:
+    """Trains, converts and writes root/tiny-rgb (labels.txt, model_float.keras, export/ with a manifest).
+
+    Returns:
+        the run folder.
+    """
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    run = Path(root) / RUN_NAME
+    export = run / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    tf.keras.utils.set_random_seed(seed)
+    train_bgr, train_y = make_images(600, seed=seed + 1)
+    test_bgr, test_y = make_images(150, seed=seed + 2)
+    train_x, test_x = model_inputs(train_bgr), model_inputs(test_bgr)
+    model = _build_keras_model()
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["acc"])
+    model.fit(train_x, train_y, epochs=epochs, batch_size=32, verbose=0)
+    model.save(run / "model_float.keras")
+    (run / "labels.txt").write_text("".join(f"{c}\n" for c in LABELS))
+    _write_artifacts(model, train_x[:100], export)
+
+    keras_p = model.predict(test_x, verbose=0)
+    float_top1 = float(np.mean(keras_p.argmax(1) == test_y))
+    source_sha = sha256_file(run / "model_float.keras")
+    entries = []
+    for name in FORMATS:
+        path = export / f"{name}.{name.split('_')[0]}"
+        if name.startswith("onnx"):
+            import onnxruntime as ort
+
+            s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            p = s.run(None, {s.get_inputs()[0].name: test_x})[0]
+            shape_in = [1, IMAGE_SIZE, IMAGE_SIZE, 3]
+            inp = TensorSpec(s.get_inputs()[0].name, shape_in, "float32")
+            out = TensorSpec(s.get_outputs()[0].name, [1, len(LABELS)], "float32")
+        else:
+            p = predict_tflite(path, test_x)
+            inp, out = _tflite_spec(path)
+        agreement = float(np.mean(p.argmax(1) == keras_p.argmax(1)))
+        entries.append(
+            ArtifactEntry(
+                format=name, file=path.name, sha256=sha256_file(path), size_bytes=path.stat().st_size,
+                quantization="int8" if "int8" in name else "none",
+                runtime="onnxruntime" if "onnx" in name else "litert",
+                input=inp, output=out, source_model="float", source_sha256=source_sha,
+                test_top1=round(float(np.mean(p.argmax(1) == test_y)), 6),
+                parity={"agreement": agreement, "max_abs_diff": float(np.abs(p - keras_p).max()),
+                        "n_images": len(test_y), "passed": True},
+            )
+        )  # fmt: skip
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION, run=RUN_NAME, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        labels=list(LABELS), image_size=IMAGE_SIZE, preprocessing=Preprocessing(), backbone="tiny-test-cnn",
+        alpha=1.0, weights_used="none", settings_sha256="0" * 64, float_test_top1=round(float_top1, 6),
+        tool_versions={"tensorflow": tf.__version__}, artifacts=entries,
+    )  # fmt: skip
+    write_manifest(manifest, export / "manifest.json")
+    return run
+
+
+def cached_run(cache_dir: str | Path) -> Path:
+    """build_run() once per version of this file: later test sessions reuse the folder (built atomically)."""
+    key = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    final = Path(cache_dir) / f"edge-model-{key}"
+    if not (final / RUN_NAME / "export" / "manifest.json").is_file():
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".edge-model-", dir=cache_dir))
+        build_run(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    return final / RUN_NAME
+
+
+def write_images(folder: str | Path, bgr: np.ndarray, y: np.ndarray, prefix: str = "img") -> list[Path]:
+    """Writes pictures as PNG (lossless) with a labels.csv (file,label); returns the paths, in order."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label"])
+        for k, (img, label) in enumerate(zip(bgr, y, strict=True)):
+            p = folder / f"{prefix}_{k:03d}.png"
+            cv2.imwrite(str(p), img)
+            w.writerow([p.name, LABELS[label]])
+            paths.append(p)
+    return paths
+
+
+def write_video(path: str | Path, bgr: np.ndarray, fps: float = 10.0) -> Path:
+    """Writes pictures as a video, one frame each: MJPG for .avi, mp4v for anything else."""
+    fourcc = "MJPG" if str(path).endswith(".avi") else "mp4v"
+    h, w = bgr.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path} with {fourcc}")
+    for img in bgr:
+        writer.write(img)
+    writer.release()
+    return Path(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, help="folder to build the run in (the run is OUT/tiny-rgb)")
+    p.add_argument("--write-samples", type=Path, help="write the committed sample images and labels.csv here")
+    a = p.parse_args(argv)
+    if a.write_samples:
+        bgr, y = make_images(12, seed=100, boost=(90, 130))
+        write_images(a.write_samples / "images", bgr, y)
+    if a.out:
+        print(build_run(a.out))
+
+
+if __name__ == "__main__":
+    main()
