@@ -17,6 +17,8 @@ import csv
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +37,8 @@ from edge.manifest import (
 )
 from edge.preprocess import bgr_to_input, dequantize, quantize
 
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "tests" / "data" / "edge" / "images"  # committed pictures with their labels.csv
 RUN_NAME = "tiny-rgb"
 LABELS = ["red", "green", "blue"]
 IMAGE_SIZE = 32  # model input side; frames are larger (FRAME_HW) so the resize path is exercised
@@ -212,6 +216,27 @@ def cached_run(cache_dir: str | Path) -> Path:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     return final / RUN_NAME
+
+
+def session_run(request, tmp_path_factory) -> Path:
+    """The run folder for a session fixture: pytest's cache when it is on (fast reruns), else a temporary one."""
+    cache = getattr(request.config, "cache", None)
+    return cached_run(cache.mkdir("edge_model") if cache is not None else tmp_path_factory.mktemp("edge_model"))
+
+
+def read_labels_csv(path: str | Path) -> dict[str, str]:
+    """file name -> label from a labels.csv written by write_images()."""
+    with open(path, newline="") as f:
+        return {row["file"]: row["label"] for row in csv.DictReader(f)}
+
+
+def run_edge(*args: str, env: dict | None = None, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Runs `python -m edge ARGS` in a fresh interpreter, as a user would; text stdout and stderr."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def write_images(folder: str | Path, bgr: np.ndarray, y: np.ndarray, prefix: str = "img") -> list[Path]:
