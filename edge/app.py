@@ -67,13 +67,13 @@ def _threads(n: int | None) -> int:
     return n if n else (os.cpu_count() or 1)
 
 
-def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None) -> int:
+def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, source_live: bool = True) -> int:
     """Runs the classifier until the source ends, max_frames, q/Esc or Ctrl-C; returns the exit code (0).
 
     Args:
         options: the settings.
-        open_source: makes the capture instead of options.source (tests inject fake cameras here); it is
-            treated as a live source unless options.every_frame is set.
+        open_source: makes the capture instead of options.source (tests inject fake cameras here).
+        source_live: whether open_source is a live source (reconnect when it fails) or a file (end).
 
     Raises:
         EdgeError, ManifestError: the model, manifest, backend, source or --record name cannot work; raised
@@ -88,7 +88,7 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None) 
     )  # fmt: skip
     if spec is not None:
         check_source(spec)
-    live = spec.live if spec is not None else not o.every_frame
+    live = spec.live if spec is not None else source_live
     every_frame = (not live) if o.every_frame is None else o.every_frame
     window = None if o.headless else Window(o.window_title)
     name = str(spec) if spec is not None else "injected source"

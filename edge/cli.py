@@ -112,6 +112,16 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def configure_logging() -> None:
+    """Sends the "edge" logger's messages (progress, outages) to stderr, once, so stdout stays pure JSON."""
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s edge: %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def _stop_on_sigterm() -> None:
     """systemd stops services with SIGTERM: end like Ctrl-C, releasing the camera and keeping the recording."""
 
@@ -125,12 +135,7 @@ def _stop_on_sigterm() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parses flags and runs the classifier; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
-    if not log.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s edge: %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    configure_logging()
     _stop_on_sigterm()
     try:
         return run(options_from_args(args))

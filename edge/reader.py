@@ -98,7 +98,9 @@ class FrameReader:
 
     @property
     def done(self) -> bool:
-        """True once the source has ended (or the reader stopped) and every frame read was handed over."""
+        """True once stop() was called, or the source has ended and every frame read was handed over."""
+        if self._stop.is_set() and self._finished:
+            return True
         if self.every_frame:
             return self._ended
         with self._cond:

@@ -1,0 +1,143 @@
+"""The threaded frame reader: latest-frame and every-frame modes, and a live source that drops out and comes back.
+
+Fake captures stand in for cameras; reconnect waits are set to milliseconds so nothing sleeps for long.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from edge_model import LABELS, make_images, session_run
+
+from edge.app import EdgeOptions, run
+from edge.classifier import Classifier
+from edge.cli import configure_logging
+from edge.reader import FrameReader
+
+
+@pytest.fixture(scope="session")
+def edge_run(request, tmp_path_factory):
+    return session_run(request, tmp_path_factory)
+
+
+class FakeCamera:
+    """A cv2.VideoCapture stand-in: read number k fails when k is in `fail_reads`, else gives the next picture.
+
+    Pictures come from `frames` in turn (cycling), so what the reader hands over can be checked one by one.
+    open() is the factory the reader calls to (re)connect; it counts the calls, release() counts releases.
+    """
+
+    def __init__(self, frames: np.ndarray, fail_reads=(), limit: int | None = None):
+        self.frames, self.fail_reads, self.limit = frames, set(fail_reads), limit
+        self.reads = self.delivered = self.opens = self.releases = 0
+
+    def open(self):
+        self.opens += 1
+        return self
+
+    def read(self):
+        k = self.reads
+        self.reads += 1
+        if k in self.fail_reads or (self.limit is not None and self.delivered >= self.limit):
+            return False, None
+        img = self.frames[self.delivered % len(self.frames)].copy()
+        self.delivered += 1
+        return True, img
+
+    def release(self):
+        self.releases += 1
+
+
+def _numbered(n: int) -> np.ndarray:
+    """n tiny frames whose first pixel is their number."""
+    f = np.zeros((n, 8, 8, 3), np.uint8)
+    f[:, 0, 0, 0] = np.arange(n)
+    return f
+
+
+def _wait_until(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def test_live_outage_is_reported_once_and_frames_after_it_arrive():
+    cam = FakeCamera(_numbered(200), fail_reads=range(5, 12))
+    messages: list[str] = []
+    reader = FrameReader(cam.open, name="camera 7", live=True, every_frame=True, retry_initial_s=0.001,
+                         retry_max_s=0.004, warn=messages.append)  # fmt: skip
+    with reader:
+        frames = [reader.get(timeout=5) for _ in range(20)]
+    assert [int(f.image[0, 0, 0]) for f in frames] == list(range(20))  # nothing lost, nothing repeated, in order
+    assert [f.index for f in frames] == list(range(20))
+    assert reader.outages == 1
+    lost = [m for m in messages if "no frames" in m]
+    back = [m for m in messages if "frames are back" in m]
+    assert len(lost) == 1 and "camera 7" in lost[0]
+    assert len(back) == 1 and "(7 tries)" in back[0]  # reads 6..12 were the reconnect attempts
+    assert len(messages) == 2
+    assert cam.opens == 8 and cam.releases == 8  # opened once, then closed and reopened on each try; closed at stop
+
+
+def test_two_outages_are_two_reports():
+    cam = FakeCamera(_numbered(200), fail_reads=[3, 4, 10, 11, 12])
+    messages: list[str] = []
+    reader = FrameReader(cam.open, name="cam", live=True, every_frame=True, retry_initial_s=0.001,
+                         retry_max_s=0.002, warn=messages.append)  # fmt: skip
+    with reader:
+        frames = [reader.get(timeout=5) for _ in range(15)]
+    assert [int(f.image[0, 0, 0]) for f in frames] == list(range(15))
+    assert reader.outages == 2
+    assert sum("no frames" in m for m in messages) == 2 and sum("frames are back" in m for m in messages) == 2
+
+
+def test_latest_frame_mode_hands_over_only_the_newest():
+    cam = FakeCamera(_numbered(100), limit=100)
+    reader = FrameReader(cam.open, name="fast", live=False, every_frame=False).start()
+    _wait_until(lambda: reader.frames_read == 100)
+    frame = reader.get(timeout=1)
+    assert frame.index == 99 and int(frame.image[0, 0, 0]) == 99  # no backlog: the newest, not the oldest
+    assert reader.get(timeout=0.2) is None and reader.done
+    assert reader.frames_dropped == 99
+    reader.stop()
+
+
+def test_every_frame_mode_hands_over_all_frames_in_order():
+    cam = FakeCamera(_numbered(100), limit=100)
+    reader = FrameReader(cam.open, name="file", live=False, every_frame=True, queue_size=3).start()
+    time.sleep(0.05)  # the reader fills its queue and waits: it must not drop anything
+    got = []
+    while (f := reader.get(timeout=2)) is not None:
+        got.append(int(f.image[0, 0, 0]))
+    assert got == list(range(100)) and reader.done and reader.frames_dropped == 0
+    reader.stop()
+
+
+def test_stop_releases_the_capture():
+    cam = FakeCamera(_numbered(10))
+    reader = FrameReader(cam.open, name="cam", live=True, every_frame=False).start()
+    assert reader.get(timeout=2) is not None
+    reader.stop()
+    assert cam.releases == 1 and reader.done
+
+
+def test_the_loop_survives_an_outage_and_classifies_frames_after_it(edge_run, capsys):
+    pictures, y = make_images(30, seed=21, boost=(90, 130))
+    cam = FakeCamera(pictures, fail_reads=range(10, 16))
+    configure_logging()
+    model = edge_run / "export" / "tflite_int8.tflite"
+    opts = EdgeOptions(model=str(model), headless=True, max_frames=30, every_frame=True, retry_initial_s=0.001,
+                       retry_max_s=0.004)  # fmt: skip
+    assert run(opts, open_source=cam.open) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [d["frame"] for d in lines] == list(range(30))
+    clf = Classifier.from_model(model)
+    expected = [clf.classify(p).top.label for p in pictures]
+    assert [d["label"] for d in lines] == expected  # the frames after the outage are classified, in order
+    assert np.mean([e == LABELS[t] for e, t in zip(expected, y, strict=True)]) >= 0.9
+    assert err.count("no frames") == 1 and err.count("frames are back") == 1
