@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from edge.classifier import Classifier, Result
-from edge.display import FpsMeter, Window, check_record_path, draw_overlay, recording
+from edge.display import FpsMeter, Window, check_display, check_record_path, draw_overlay, recording
 from edge.reader import Frame, FrameReader
 from edge.sources import Capture, check_source, open_capture, parse_source, quiet_opencv, source_fps
 
@@ -80,14 +80,15 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
             before any camera is opened.
     """
     o = options
+    # Everything that can be checked without a camera is checked first, cheapest first.
     spec = None if open_source is not None else parse_source(o.source)
-    if o.record:
-        check_record_path(o.record)
-    classifier = Classifier.from_model(
-        o.model, o.backend, _threads(o.threads), top_k=o.top_k, min_score=o.min_score
-    )  # fmt: skip
     if spec is not None:
         check_source(spec)
+    if o.record:
+        check_record_path(o.record)
+    if not o.headless:
+        check_display()
+    classifier = Classifier.from_model(o.model, o.backend, _threads(o.threads), top_k=o.top_k, min_score=o.min_score)
     live = spec.live if spec is not None else source_live
     every_frame = (not live) if o.every_frame is None else o.every_frame
     window = None if o.headless else Window(o.window_title)

@@ -122,21 +122,26 @@ def configure_logging() -> None:
         log.propagate = False
 
 
-def _stop_on_sigterm() -> None:
-    """systemd stops services with SIGTERM: end like Ctrl-C, releasing the camera and keeping the recording."""
+def _stop_on_sigterm():
+    """systemd stops services with SIGTERM: end like Ctrl-C, releasing the camera and keeping the recording.
+
+    Returns:
+        the previous handler, to put back (None when not on the main thread, where signals cannot be caught).
+    """
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses flags and runs the classifier; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
     configure_logging()
-    _stop_on_sigterm()
+    previous = _stop_on_sigterm()
     try:
         return run(options_from_args(args))
     except (EdgeError, ManifestError) as e:
@@ -148,3 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

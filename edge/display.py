@@ -72,25 +72,41 @@ def draw_overlay(img: np.ndarray, result: Result, fps: float | None) -> np.ndarr
     return img
 
 
+def _no_gui_error() -> EdgeError:
+    return EdgeError(
+        f"this OpenCV ({cv2.__version__}) was built without windows (opencv-python-headless): pass --headless "
+        f"or --record out.mp4, or pip install opencv-python=={cv2.__version__} in its place"
+    )
+
+
+def check_display() -> None:
+    """Fails early where no window can be shown, before the model is loaded or a camera opened.
+
+    Raises:
+        EdgeError: no display (e.g. over SSH), or an OpenCV built without GUI (opencv-python-headless).
+    """
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise EdgeError("no display to show a window on (DISPLAY is not set): pass --headless, or --record out.mp4")
+    for line in cv2.getBuildInformation().splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "GUI" and value.strip().upper() == "NONE":
+            raise _no_gui_error()
+
+
 class Window:
     """An OpenCV window that q or Esc (or closing it) quits."""
 
     def __init__(self, title: str):
-        """Opens the window, or fails with a clear message where no GUI can show one.
+        """Opens the window (check_display() says beforehand whether it can).
 
         Raises:
-            EdgeError: no display (e.g. over SSH), or an OpenCV built without GUI (opencv-python-headless).
+            EdgeError: OpenCV cannot open a window.
         """
         self.title = title
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise EdgeError("no display to show a window on (DISPLAY is not set): pass --headless, or --record out.mp4")
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise EdgeError(
-                f"this OpenCV ({cv2.__version__}) was built without windows (opencv-python-headless): pass --headless "
-                f"or --record out.mp4, or pip install opencv-python=={cv2.__version__} in its place"
-            ) from None
+            raise _no_gui_error() from None
 
     def show(self, img: np.ndarray, wait_ms: int = 1) -> bool:
         """Shows a frame and handles keys for `wait_ms` (0: until a key); True if the user quit."""

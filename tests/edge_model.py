@@ -239,6 +239,45 @@ def run_edge(*args: str, env: dict | None = None, timeout: float = 60, cwd: Path
     )  # fmt: skip
 
 
+_BLOCKER = """\
+# Written by tests/edge_model.py: refuses to import the modules named in EDGE_BLOCK, and logs every attempt.
+import importlib.abc
+import os
+import sys
+
+_BLOCKED = tuple(os.environ.get("EDGE_BLOCK", "").split(","))
+_LOG = os.environ.get("EDGE_BLOCK_LOG")
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in _BLOCKED:
+            if _LOG:
+                with open(_LOG, "a") as f:
+                    f.write(name + "\\n")
+            raise ImportError(f"{name} is blocked by the test (EDGE_BLOCK)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _Refuse())
+"""
+
+TF_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx")
+
+
+def import_blocker(folder: str | Path, blocked: tuple[str, ...], log: str | Path) -> dict:
+    """Writes a sitecustomize.py that makes importing `blocked` fail (and logs each try to `log`).
+
+    Returns:
+        the environment variables that switch it on for a subprocess.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_BLOCKER)
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "EDGE_BLOCK": ",".join(blocked), "EDGE_BLOCK_LOG": str(log)}
+
+
 def write_images(folder: str | Path, bgr: np.ndarray, y: np.ndarray, prefix: str = "img") -> list[Path]:
     """Writes pictures as PNG (lossless) with a labels.csv (file,label); returns the paths, in order."""
     folder = Path(folder)
