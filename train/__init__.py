@@ -1,7 +1,7 @@
 """Training stage: MobileNetV2 (or VGG16) transfer learning, fine-tuning and quantization-aware training.
 
-    python -m train --data digits            # the embedded dataset, offline
-    python -m train --data path/to/folder    # one sub-folder per class
+python -m train --data digits            # the embedded dataset, offline
+python -m train --data path/to/folder    # one sub-folder per class
 """
 
 import os

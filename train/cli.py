@@ -1,7 +1,7 @@
 """python -m train: a folder of labelled images (or digits, or cats_vs_dogs) -> runs/NAME/.
 
-    python -m train --data digits
-    python -m train --data ~/photos/flowers --image-size 160 --alpha 0.5 --out runs/flowers
+python -m train --data digits
+python -m train --data ~/photos/flowers --image-size 160 --alpha 0.5 --out runs/flowers
 """
 
 from __future__ import annotations

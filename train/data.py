@@ -132,7 +132,8 @@ def scan_folder(root: str | Path, val_split: float = 0.15, test_split: float = 0
     root = Path(root)
     if not root.is_dir():
         raise DataError(
-            f"{root} is not a folder: pass --data digits, --data cats_vs_dogs, or a folder with one sub-folder per class"
+            f"{root} is not a folder: pass --data digits, --data cats_vs_dogs, "
+            "or a folder with one sub-folder per class"
         )
     skipped: list[tuple[str, str]] = []
     progress = [0]
@@ -152,7 +153,9 @@ def scan_folder(root: str | Path, val_split: float = 0.15, test_split: float = 0
     else:
         names, files = _scan(root, None, skipped, progress)
     if len(names) < 2:
-        raise DataError(f"{root} has {len(names)} class folder(s) {names}: a classifier needs at least 2, one per class")
+        raise DataError(
+            f"{root} has {len(names)} class folder(s) {names}: a classifier needs at least 2, one per class"
+        )
     if not pre_split:
         per_split = _stratified_split(root, names, files, val_split, test_split, seed)
     splits = {}

@@ -151,7 +151,9 @@ def set_trainable(model: keras.Model, phase: str, backbone: str, fine_tune_from:
     elif start in names:
         idx = names.index(start)
     else:
-        raise ValueError(f"--fine-tune-from {start!r} is not a layer of {backbone}: give an index or a name like {names[-10]}")
+        raise ValueError(
+            f"--fine-tune-from {start!r} is not a layer of {backbone}: give an index or a name like {names[-10]}"
+        )
     idx = min(idx, len(layers) - 1)
     for i, layer in enumerate(layers):
         layer.trainable = i >= idx and not isinstance(layer, keras.layers.BatchNormalization)

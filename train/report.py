@@ -15,6 +15,8 @@ from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classificati
 from edge.atomic import atomic_path  # noqa: E402
 
 PHASE_TITLES = {"phase1": "1: head", "phase2": "2: fine-tune", "phase3": "3: QAT"}
+# Without pretrained weights phases 1 and 2 train the whole network: the plot must not claim otherwise.
+PHASE_TITLES_SCRATCH = {"phase1": "1: all layers", "phase2": "2: all, lower lr", "phase3": "3: QAT"}
 
 
 def save_figure(fig, path: str | Path) -> None:
@@ -30,8 +32,9 @@ def read_history(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def plot_learning_curves(rows: list[dict], path: str | Path) -> None:
+def plot_learning_curves(rows: list[dict], path: str | Path, pretrained: bool = True) -> None:
     """Accuracy and loss per epoch, train and val, with the phase boundaries marked."""
+    titles = PHASE_TITLES if pretrained else PHASE_TITLES_SCRATCH
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     epochs = np.arange(1, len(rows) + 1)
     for ax, metric in zip(axes, ("accuracy", "loss")):
@@ -43,7 +46,7 @@ def plot_learning_curves(rows: list[dict], path: str | Path) -> None:
             if r["phase"] != prev:
                 if i:
                     ax.axvline(i + 0.5, color="gray", ls="--", lw=1)
-                ax.text(i + 0.7, 1.0, PHASE_TITLES.get(r["phase"], r["phase"]), transform=ax.get_xaxis_transform(),
+                ax.text(i + 0.7, 1.0, titles.get(r["phase"], r["phase"]), transform=ax.get_xaxis_transform(),
                         va="bottom", fontsize=8, color="dimgray")  # fmt: skip
                 prev = r["phase"]
         ax.set_xlabel("epoch")
@@ -51,7 +54,7 @@ def plot_learning_curves(rows: list[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
     axes[1].set_yscale("log")
-    fig.suptitle("Learning curves", y=1.06)
+    fig.suptitle("Learning curves" + ("" if pretrained else " (from random init: no pretrained weights)"), y=1.06)
     save_figure(fig, path)
 
 

@@ -87,7 +87,9 @@ def _callbacks(run: Path, phase: str):
     return [
         keras.callbacks.BackupAndRestore(str(run / "backup" / phase), delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
-            str(run / "checkpoints" / f"{phase}.best.weights.h5"), monitor="val_loss", save_best_only=True,
+            str(run / "checkpoints" / f"{phase}.best.weights.h5"),
+            monitor="val_loss",
+            save_best_only=True,
             save_weights_only=True,
         ),  # fmt: skip
         keras.callbacks.CSVLogger(str(run / "logs" / f"{phase}.csv"), append=True),
@@ -106,9 +108,7 @@ def _fit_phase(model, run, phase, s, train_ds, val_ds, lr, epochs, initial_epoch
         _log(f"{phase}: already done ({end - initial_epoch} epochs), weights reloaded")
         return end
     with strategy.scope():
-        model.compile(
-            optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     cbs = _callbacks(run, phase) + [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     ]
@@ -223,10 +223,20 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
 
     lr2 = s.learning_rate * s.fine_tune_lr_factor
     try:
-        _log(f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): " + set_trainable(model, "head", s.backbone, pretrained=pretrained))
-        end1 = _fit_phase(model, run, "phase1", s, train_ds, val_ds, s.learning_rate, s.epochs, 0, class_weight, strategy, s.patience)
-        _log(f"phase 2 ({s.fine_tune_epochs} epochs, lr {lr2:g}): " + set_trainable(model, "fine_tune", s.backbone, s.fine_tune_from, pretrained))
-        end2 = _fit_phase(model, run, "phase2", s, train_ds, val_ds, lr2, s.fine_tune_epochs, end1, class_weight, strategy, s.patience)
+        _log(
+            f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): "
+            + set_trainable(model, "head", s.backbone, pretrained=pretrained)
+        )
+        end1 = _fit_phase(
+            model, run, "phase1", s, train_ds, val_ds, s.learning_rate, s.epochs, 0, class_weight, strategy, s.patience
+        )
+        _log(
+            f"phase 2 ({s.fine_tune_epochs} epochs, lr {lr2:g}): "
+            + set_trainable(model, "fine_tune", s.backbone, s.fine_tune_from, pretrained)
+        )
+        end2 = _fit_phase(
+            model, run, "phase2", s, train_ds, val_ds, lr2, s.fine_tune_epochs, end1, class_weight, strategy, s.patience
+        )
         with atomic_path(run / FLOAT_MODEL) as tmp:
             model.save(str(tmp))
         test_images = np.concatenate([x.numpy() for x, _ in test_ds]).astype(np.uint8)
@@ -251,10 +261,18 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
 
     rows = _history(run)
     _write_history(rows, run / "history.csv")
-    plot_learning_curves(rows, run / "learning_curves.png")
+    plot_learning_curves(rows, run / "learning_curves.png", pretrained)
     y_pred = np.argmax(float_probs, 1)
-    plot_confusion(y_test, y_pred, names, run / "confusion_matrix.png", f"Float model, test set (top-1 {float_m['top1']:.3f})")
-    plot_confusion(y_test, np.argmax(qat_probs, 1), names, run / "confusion_matrix_qat.png", f"QAT model, test set (top-1 {qat_m['top1']:.3f})")
+    plot_confusion(
+        y_test, y_pred, names, run / "confusion_matrix.png", f"Float model, test set (top-1 {float_m['top1']:.3f})"
+    )
+    plot_confusion(
+        y_test,
+        np.argmax(qat_probs, 1),
+        names,
+        run / "confusion_matrix_qat.png",
+        f"QAT model, test set (top-1 {qat_m['top1']:.3f})",
+    )
     plot_samples(test_images, y_test, y_pred, names, run / "samples.png", seed=s.seed)
 
     metrics = {

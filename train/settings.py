@@ -33,7 +33,9 @@ class TrainSettings:
     qat_epochs: int = 3  # phase 3 (quantization-aware training)
     learning_rate: float = 1e-3  # phase 1 Adam learning rate
     fine_tune_lr_factor: float = 0.1  # phase 2 and 3 use learning_rate * this (about 10x lower)
-    fine_tune_from: str = ""  # first backbone layer to unfreeze (name or index); "" = MobileNetV2 100, VGG16 block5_conv1
+    fine_tune_from: str = (
+        ""  # first backbone layer to unfreeze (name or index); "" = MobileNetV2 100, VGG16 block5_conv1
+    )
     dropout: float = 0.2  # before the softmax head
     bn_momentum: float = 0.9  # keras.applications uses 0.999, far too slow for short runs (NOTES-deps item 6)
     augment: bool = True  # flip, rotation, zoom, translation, contrast layers, active in training only
@@ -81,7 +83,11 @@ def resolve(settings: TrainSettings) -> TrainSettings:
         alpha = 1.0  # VGG16 has no width multiplier
     if size < 32:
         raise ValueError(f"--image-size {size} is too small: MobileNetV2 and VGG16 need at least 32")
-    if not 0 < settings.val_split < 1 or not 0 < settings.test_split < 1 or settings.val_split + settings.test_split >= 1:
+    if (
+        not 0 < settings.val_split < 1
+        or not 0 < settings.test_split < 1
+        or settings.val_split + settings.test_split >= 1
+    ):
         raise ValueError("--val-split and --test-split must be fractions that leave images for training")
     flip = settings.flip and settings.data != "digits"
     s = dataclasses.replace(settings, image_size=size, alpha=alpha, flip=flip)

@@ -1,0 +1,66 @@
+"""TFLite converters, one per format in edge.formats (float32, float16, dynamic range, int8 PTQ, int8 QAT).
+
+Each takes the Keras model, calibration images (uint8 RGB, N x S x S x 3) and the path to write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+
+def _converter(model) -> tf.lite.TFLiteConverter:
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def _representative(images: np.ndarray):
+    def gen():
+        for img in images:
+            yield [img[None].astype(np.float32)]
+
+    return gen
+
+
+def _write(converter, path: Path) -> None:
+    Path(path).write_bytes(converter.convert())
+
+
+def convert_fp32(model, calibration: np.ndarray, path: Path) -> None:
+    _write(_converter(model), path)
+
+
+def convert_fp16(model, calibration: np.ndarray, path: Path) -> None:
+    c = _converter(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.target_spec.supported_types = [tf.float16]
+    _write(c, path)
+
+
+def convert_dynamic(model, calibration: np.ndarray, path: Path) -> None:
+    c = _converter(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: int8 weights, float activations
+    _write(c, path)
+
+
+def _full_int8(model, calibration: np.ndarray, path: Path) -> None:
+    # int8-only ops make conversion fail loudly instead of silently keeping float ops or a float input
+    # (NOTES-deps items 8-9); the representative dataset is required for full integer quantization.
+    c = _converter(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = _representative(calibration)
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = tf.int8
+    c.inference_output_type = tf.int8
+    _write(c, path)
+
+
+def convert_int8(model, calibration: np.ndarray, path: Path) -> None:
+    """Post-training full-integer quantization of the float model."""
+    _full_int8(model, calibration, path)
+
+
+def convert_int8_qat(model, calibration: np.ndarray, path: Path) -> None:
+    """Full-integer model from the QAT model: ranges come from training, calibration only fills the input."""
+    _full_int8(model, calibration, path)

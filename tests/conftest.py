@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny, easy dataset and one run trained and exported from it, once per session.
+
+The model is small (32x32, alpha 0.35, from random init) and the data is made to be learnable in
+seconds (the class is the dominant colour), so the parity thresholds mean something.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("red", "green", "blue")
+
+
+def make_color_images(n_per_class: int, size: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB images whose class is the dominant channel, with noise, brightness and a random blob."""
+    rng = np.random.default_rng(seed)
+    imgs, labels = [], []
+    for c in range(len(CLASSES)):
+        for _ in range(n_per_class):
+            base = rng.uniform(20, 90, size=3)
+            base[c] = rng.uniform(170, 250)
+            img = base + rng.normal(0, 18, size=(size, size, 3))
+            y, x = rng.integers(0, size - 12, 2)
+            img[y : y + 12, x : x + 12] += rng.uniform(-40, 40)  # clutter that carries no class information
+            imgs.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(c)
+    return np.stack(imgs), np.array(labels)
+
+
+def write_folder(root: Path, n_per_class: int = 150, size: int = 40, seed: int = 0) -> Path:
+    from PIL import Image
+
+    imgs, labels = make_color_images(n_per_class, size, seed)
+    for i, (img, lab) in enumerate(zip(imgs, labels)):
+        d = root / CLASSES[lab]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / (f"{i:04d}.png" if i % 2 else f"{i:04d}.jpg"), quality=95)
+    # What real folders contain: a file named like an image that is not one, and files that are not data.
+    (root / CLASSES[0] / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / CLASSES[1] / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="session")
+def color_folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("colors") / "data")
+
+
+def tiny_settings(data: Path, out: Path, **kw):
+    from train.settings import TrainSettings
+
+    base = dict(data=str(data), out=str(out), image_size=32, alpha=0.35, weights="none", batch_size=16,
+                epochs=10, fine_tune_epochs=2, qat_epochs=2, patience=4, learning_rate=3e-3)  # fmt: skip
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+@pytest.fixture(scope="session")
+def trained_run(color_folder, tmp_path_factory) -> Path:
+    """A finished training run (float + QAT models, plots, metrics) in a temporary runs/ folder."""
+    from train.run import run_training
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run_training(tiny_settings(color_folder, out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported_run(trained_run) -> Path:
+    """trained_run with every format exported and the manifest written."""
+    from export.run import export_run
+    from export.settings import ExportSettings
+
+    result = export_run(ExportSettings(run=str(trained_run), calibration_images=64))
+    assert not result["failed"], result["failed"]
+    return trained_run

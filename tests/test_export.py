@@ -1,0 +1,167 @@
+"""Export: every format published with a valid manifest, the parity gate both ways, reliability."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.formats import FORMATS, resolve_formats
+from edge.manifest import ChecksumError, ManifestError, load_manifest, verify_checksum
+
+
+def test_every_format_is_published_with_its_manifest(exported_run: Path):
+    m = load_manifest(exported_run / "export")
+    assert m.formats == list(FORMATS)
+    assert m.labels == ["blue", "green", "red"] and m.image_size == 32 and m.weights_used == "none"
+    settings = json.loads((exported_run / "settings.json").read_text())
+    assert m.settings_sha256 == settings["settings_sha256"]
+    assert {"tensorflow", "onnxruntime", "ai-edge-litert"} <= set(m.tool_versions)
+    for a in m.artifacts:
+        fmt = FORMATS[a.format]
+        path = exported_run / "export" / a.file
+        verify_checksum(path, a)
+        assert a.size_bytes == path.stat().st_size
+        assert a.parity["passed"] and a.parity["agreement"] >= fmt.min_agreement
+        if fmt.max_abs_diff is not None:
+            assert a.parity["max_abs_diff"] <= fmt.max_abs_diff
+        assert a.input.shape == [1, 32, 32, 3] and a.output.shape[-1] == 3
+        assert a.input.dtype == fmt.input_dtype and a.output.dtype == fmt.output_dtype
+        if fmt.input_dtype == "int8":
+            assert a.input.scale > 0 and -128 <= a.input.zero_point <= 127
+    assert not list((exported_run / "export").glob(".*partial*"))
+
+
+def test_published_artifacts_agree_with_keras(exported_run: Path):
+    """Recomputed here from the published files, independently of the gate's own figures."""
+    import tf_keras as keras
+
+    from export.runtime import predict
+    from train.data import load_split
+
+    x, y, _ = load_split(exported_run, "test")
+    ref = keras.models.load_model(str(exported_run / "model_float.keras"), compile=False).predict(
+        x.astype(np.float32), verbose=0
+    )
+    float_top1 = np.mean(ref.argmax(1) == y)
+    assert float_top1 >= 0.9
+    for name in ("tflite_fp32", "onnx_fp32"):
+        p = predict(exported_run / "export" / FORMATS[name].filename, x)
+        assert np.abs(p - ref).max() <= 1e-4, name
+    for name, drop in (("tflite_int8", 0.02), ("tflite_int8_qat", 0.01), ("onnx_int8", 0.02)):
+        p = predict(exported_run / "export" / FORMATS[name].filename, x)
+        assert np.mean(p.argmax(1) == y) >= float_top1 - drop - 1e-9, name
+        assert np.allclose(p.sum(1), 1, atol=0.05), f"{name} outputs are not dequantized probabilities"
+
+
+def test_corrupted_artifact_is_caught_by_its_checksum(exported_run: Path, tmp_path):
+    m = load_manifest(exported_run / "export")
+    entry = m.entry("tflite_int8")
+    bad = tmp_path / entry.file
+    data = bytearray((exported_run / "export" / entry.file).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"tflite_int8\.tflite does not match its manifest"):
+        verify_checksum(bad, entry)
+
+
+def test_manifest_of_another_schema_is_refused(exported_run: Path, tmp_path):
+    doc = json.loads((exported_run / "export" / "manifest.json").read_text())
+    doc["schema_version"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ManifestError, match="schema version 99"):
+        load_manifest(tmp_path)
+
+
+@pytest.fixture()
+def run_copy(exported_run: Path, tmp_path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(exported_run, dst, symlinks=True)
+    return dst
+
+
+def _export(run: Path, formats: str, **kw):
+    from export.run import export_run
+    from export.settings import ExportSettings
+
+    return export_run(ExportSettings(run=str(run), formats=formats, calibration_images=32, **kw))
+
+
+def test_up_to_date_artifacts_are_skipped_unless_forced(run_copy: Path):
+    f = run_copy / "export" / "tflite_fp32.tflite"
+    before = f.stat().st_mtime_ns
+    assert _export(run_copy, "tflite_fp32")["up_to_date"] == ["tflite_fp32"]
+    assert f.stat().st_mtime_ns == before
+    assert load_manifest(run_copy / "export").formats == list(FORMATS), "a partial export must keep the others"
+    assert _export(run_copy, "tflite_fp32", force=True)["published"] == ["tflite_fp32"]
+    verify_checksum(f, load_manifest(run_copy / "export").entry("tflite_fp32"))
+
+
+def test_gate_refuses_a_format_and_keeps_the_others(run_copy: Path, monkeypatch, capsys):
+    import export.run
+    from export.cli import main
+
+    strict = {"tflite_int8": dataclasses.replace(FORMATS["tflite_int8"], min_agreement=1.01)}
+    monkeypatch.setattr(
+        export.run, "resolve_formats", lambda names: [strict.get(f.name, f) for f in resolve_formats(names)]
+    )
+    code = main(
+        ["--run", str(run_copy), "--formats", "tflite_fp32,tflite_int8", "--force", "--calibration-images", "32"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "error: tflite_int8 failed its parity gate" in out and "agreement" in out and "< 1.01" in out
+    assert not (run_copy / "export" / "tflite_int8.tflite").exists()
+    m = load_manifest(run_copy / "export")
+    assert "tflite_int8" not in m.formats and "tflite_fp32" in m.formats and "onnx_fp32" in m.formats
+
+
+def test_interrupted_export_publishes_nothing_and_rerun_finishes(run_copy: Path, monkeypatch):
+    import export.tflite
+
+    exp = run_copy / "export"
+    (exp / "tflite_fp16.tflite").unlink()
+    manifest_before = (exp / "manifest.json").read_bytes()
+
+    def killed(model, calibration, path):
+        Path(path).write_bytes(b"TFL3 half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.tflite, "convert_fp16", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _export(run_copy, "tflite_fp16")
+    assert not (exp / "tflite_fp16.tflite").exists()
+    assert (exp / "manifest.json").read_bytes() == manifest_before
+    # A hard kill leaves the temporary file; it never looks finished, and the next export removes it.
+    (exp / ".tflite_fp16.x1.partial.tflite").write_bytes(b"TFL3 half")
+    monkeypatch.undo()
+    assert _export(run_copy, "tflite_fp16")["published"] == ["tflite_fp16"]
+    assert not list(exp.glob(".*partial*"))
+    verify_checksum(exp / "tflite_fp16.tflite", load_manifest(exp).entry("tflite_fp16"))
+
+
+def test_run_without_qat_model_skips_qat_formats(run_copy: Path):
+    (run_copy / "model_qat.h5").unlink()
+    r = _export(run_copy, "tflite_int8_qat,onnx_fp32", force=True)
+    assert "no QAT model" in r["skipped"]["tflite_int8_qat"] and r["published"] == ["onnx_fp32"]
+
+
+def test_labels_that_do_not_match_the_model_are_an_error(run_copy: Path):
+    from export.run import ExportError
+
+    (run_copy / "labels.txt").write_text("cat\ndog\n")
+    with pytest.raises(ExportError, match=r"labels\.txt lists 2 labels but the model has 3 outputs"):
+        _export(run_copy, "tflite_fp32")
+
+
+def test_missing_run_and_unknown_format_are_clear_errors(tmp_path, capsys):
+    from export.cli import main
+
+    assert main(["--run", str(tmp_path / "nope")]) == 2
+    assert "nope not found: pass --run runs/NAME" in capsys.readouterr().out
+    assert main(["--run", str(tmp_path), "--formats", "tflite_int4"]) == 2
+    assert "unknown format tflite_int4: choose from all, tflite_fp32" in capsys.readouterr().out
