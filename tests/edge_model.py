@@ -213,7 +213,8 @@ def cached_run(cache_dir: str | Path) -> Path:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".edge-model-", dir=cache_dir))
         build_run(tmp)
-        shutil.rmtree(final, ignore_errors=True)
+        for stale in Path(cache_dir).glob("edge-model-*"):  # models of older versions of this file
+            shutil.rmtree(stale, ignore_errors=True)
         os.replace(tmp, final)
     return final / RUN_NAME
 

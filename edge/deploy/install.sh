@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs the @@RUN@@ edge classifier from this bundle: Raspberry Pi OS 64-bit (aarch64) or 32-bit (armv7l),
+# or any Debian-like x86_64 machine.
+#
+#   ./install.sh                         # ./.venv with the pinned runtime (numpy, OpenCV, LiteRT)
+#   ./install.sh --service [--source 0]  # ... and the systemd unit edge-classifier.service (needs sudo)
+#   ./install.sh --picamera              # ... able to use the Pi camera (--source picamera) via apt's picamera2
+#   ./install.sh --pip | --apt           # force a route (default: pip on 64-bit, apt on 32-bit Pi OS)
+#
+# Routes. pip: a plain venv + `pip install -r requirements-edge.txt` (aarch64, x86_64), or
+# requirements-edge-armv7.txt (armv7l: tflite-runtime, which needs numpy<2 and so OpenCV 4).
+# apt: numpy and OpenCV from apt (python3-numpy, python3-opencv), a venv with --system-site-packages, and only
+# the interpreter from pip (ai-edge-litert, or tflite-runtime on armv7l). picamera2 exists only as an apt
+# package built against apt's numpy, so --picamera takes the apt route.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+cd "$HERE"
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-$HERE/.venv}
+SERVICE=0 PICAMERA=0 ROUTE=auto SOURCE=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --service) SERVICE=1 ;;
+    --picamera) PICAMERA=1 ;;
+    --pip) ROUTE=pip ;;
+    --apt) ROUTE=apt ;;
+    --source) SOURCE=${2:?--source needs a value}; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see ./install.sh --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+apt_install() { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; }
+
+arch=$(uname -m)
+case "$arch" in
+  aarch64|arm64|x86_64) reqs=requirements-edge.txt; interpreter=ai-edge-litert ;;
+  armv7l|armv6l) reqs=requirements-edge-armv7.txt; interpreter=tflite-runtime ;;
+  *) echo "install.sh: no edge runtime for $arch (need aarch64, armv7l or x86_64)" >&2; exit 1 ;;
+esac
+if [ "$ROUTE" = auto ]; then
+  ROUTE=pip
+  if { [ "$interpreter" = tflite-runtime ] || [ "$PICAMERA" = 1 ]; } && command -v apt-get >/dev/null; then ROUTE=apt; fi
+fi
+echo "install.sh: $arch, $ROUTE route, venv $VENV"
+
+site=()
+if [ "$ROUTE" = apt ]; then
+  pkgs=(python3-venv python3-numpy python3-opencv)
+  if [ "$PICAMERA" = 1 ]; then pkgs+=(python3-picamera2); fi
+  apt_install "${pkgs[@]}"
+  site=(--system-site-packages)
+  grep -E "^$interpreter==" "$reqs" > "$HERE/.requirements-interpreter.txt"
+  reqs=$HERE/.requirements-interpreter.txt
+elif [ "$PICAMERA" = 1 ]; then
+  echo "install.sh: --picamera needs the apt route (picamera2 is an apt package); drop --pip" >&2; exit 2
+fi
+
+"$PYTHON" -m venv "${site[@]}" "$VENV" \
+  || { echo "install.sh: cannot make a venv; on Debian/Pi OS: sudo apt install python3-venv" >&2; exit 1; }
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs"
+"$VENV/bin/python" -c "
+import cv2, numpy
+from edge.backends import load_litert_interpreter
+load_litert_interpreter()
+print('install.sh: edge runtime ready: numpy', numpy.__version__, 'OpenCV', cv2.__version__)"
+echo "install.sh: try it: $VENV/bin/python -m edge --model @@MODEL@@ --source 0 --headless --max-frames 10"
+
+if [ "$SERVICE" = 1 ]; then
+  user=${SUDO_USER:-$(id -un)}
+  sed -e "s|@DIR@|$HERE|g" -e "s|@USER@|$user|g" edge-classifier.service \
+    | $SUDO tee /etc/systemd/system/edge-classifier.service >/dev/null
+  if [ ! -f /etc/default/edge-classifier ]; then
+    printf 'EDGE_SOURCE=%s\nEDGE_ARGS="--print-every 30"\n' "$SOURCE" | $SUDO tee /etc/default/edge-classifier >/dev/null
+  fi
+  $SUDO systemctl daemon-reload
+  $SUDO systemctl enable --now edge-classifier.service
+  echo "install.sh: service edge-classifier is running as $user; logs: journalctl -u edge-classifier -f;" \
+       "settings: /etc/default/edge-classifier"
+fi

@@ -1,0 +1,158 @@
+"""edge.bundle: what goes into NAME-edge.tar.gz, which model it picks, and that it installs and runs on its own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from edge_model import REPO, SAMPLES, TF_MODULES, import_blocker, read_labels_csv, session_run
+
+from edge.bundle import main as bundle_main
+from edge.manifest import load_manifest, sha256_file, verify_checksum
+
+
+@pytest.fixture(scope="session")
+def edge_run(request, tmp_path_factory):
+    return session_run(request, tmp_path_factory)
+
+
+def _bundle(run, out, *flags) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.bundle", "--run", str(run), "--out", str(out), *flags],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def _extract(tarball, dest):
+    with tarfile.open(tarball) as tar:
+        tar.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
+    return dest / tarball.name.removesuffix(".tar.gz")
+
+
+def _with_qat(edge_run, tmp_path):
+    """A copy of the run whose manifest also lists a tflite_int8_qat artifact (a copy of the int8 one)."""
+    run = tmp_path / "qat-run"
+    shutil.copytree(edge_run, run)
+    shutil.copy(run / "export" / "tflite_int8.tflite", run / "export" / "tflite_int8_qat.tflite")
+    d = json.loads((run / "export" / "manifest.json").read_text())
+    qat = dict(next(a for a in d["artifacts"] if a["format"] == "tflite_int8"), format="tflite_int8_qat",
+               file="tflite_int8_qat.tflite", source_model="qat")  # fmt: skip
+    d["artifacts"].append(qat)
+    (run / "export" / "manifest.json").write_text(json.dumps(d))
+    return run
+
+
+def test_bundle_contents(edge_run, tmp_path):
+    p = _bundle(edge_run, tmp_path / "dist")
+    assert p.returncode == 0, p.stderr
+    tarball = tmp_path / "dist" / "tiny-rgb-edge.tar.gz"
+    assert os.listdir(tmp_path / "dist") == [tarball.name]  # nothing partial left beside it
+    with tarfile.open(tarball) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    top = "tiny-rgb-edge/"
+    assert all(n.startswith(top) or n == top[:-1] for n in members)
+    sources = sorted(f"{top}edge/{p.relative_to(REPO / 'edge').as_posix()}" for p in (REPO / "edge").rglob("*.py"))
+    assert sorted(n for n in members if n.startswith(f"{top}edge/") and members[n].isfile()) == sources
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in members)
+    for name in ("install.sh", "edge-classifier.service", "README.md", "requirements-edge.txt",
+                 "requirements-edge-armv7.txt", "model/manifest.json", "model/tflite_int8.tflite"):  # fmt: skip
+        assert top + name in members, name
+    assert members[top + "install.sh"].mode & 0o111
+    assert not any(n.endswith(".onnx") or "fp32" in n for n in members)  # one artifact only
+
+    root = _extract(tarball, tmp_path / "x")
+    assert (root / "requirements-edge.txt").read_bytes() == (REPO / "requirements" / "edge.txt").read_bytes()
+    assert (root / "requirements-edge-armv7.txt").read_bytes() == (REPO / "requirements/edge-armv7.txt").read_bytes()
+    m = load_manifest(root / "model")
+    assert m.formats == ["tflite_int8"] and m.labels == ["red", "green", "blue"]
+    verify_checksum(root / "model" / "tflite_int8.tflite", m.entry("tflite_int8"))
+    assert sha256_file(root / "model" / "tflite_int8.tflite") == sha256_file(edge_run / "export" / "tflite_int8.tflite")
+    for p in (REPO / "edge").glob("*.py"):
+        assert hashlib.sha256((root / "edge" / p.name).read_bytes()).digest() == hashlib.sha256(p.read_bytes()).digest()
+
+    unit = (root / "edge-classifier.service").read_text()
+    assert "Restart=always" in unit and "Environment=EDGE_SOURCE=0" in unit
+    assert "-m edge --headless --model model/tflite_int8.tflite --source ${EDGE_SOURCE}" in unit
+    assert "@@" not in unit and "@@" not in (root / "README.md").read_text()
+    install = (root / "install.sh").read_text()
+    assert "uname -m" in install and "requirements-edge.txt" in install and "armv7l" in install
+    assert subprocess.run(["bash", "-n", str(root / "install.sh")]).returncode == 0  # it parses
+
+
+def test_extracted_bundle_runs_without_tensorflow(edge_run, tmp_path):
+    assert _bundle(edge_run, tmp_path / "dist").returncode == 0
+    root = _extract(tmp_path / "dist" / "tiny-rgb-edge.tar.gz", tmp_path / "pi")
+    env = import_blocker(tmp_path / "site", TF_MODULES, tmp_path / "attempts.log")
+    env["PYTHONPATH"] = str(tmp_path / "site")  # not the repository: only the bundle's edge/ is importable
+    cmd = [sys.executable, "-m", "edge", "--model", "model/tflite_int8.tflite", "--source", str(SAMPLES), "--headless"]
+    p = subprocess.run(cmd, cwd=root, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "attempts.log").exists()
+    truth = read_labels_csv(SAMPLES / "labels.csv")
+    assert [json.loads(line)["label"] for line in p.stdout.splitlines()] == [truth[n] for n in sorted(truth)]
+
+
+def test_default_format_prefers_qat_then_int8(edge_run, tmp_path):
+    assert _bundle(_with_qat(edge_run, tmp_path), tmp_path / "a").returncode == 0
+    with tarfile.open(tmp_path / "a" / "qat-run-edge.tar.gz") as tar:
+        names = tar.getnames()
+    assert "qat-run-edge/model/tflite_int8_qat.tflite" in names and not any("int8.tflite" in n for n in names)
+
+    assert _bundle(edge_run, tmp_path / "b", "--format", "onnx_fp32").returncode == 0
+    root = _extract(tmp_path / "b" / "tiny-rgb-edge.tar.gz", tmp_path / "bx")
+    assert load_manifest(root / "model").formats == ["onnx_fp32"]
+    assert "--model model/onnx_fp32.onnx" in (root / "edge-classifier.service").read_text()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"), [("tflite_fp16", "has no tflite_fp16 artifact"), ("tflite_int9", "unknown")]
+)
+def test_absent_or_unknown_format(edge_run, tmp_path, capsys, fmt, message):
+    assert bundle_main(["--run", str(edge_run), "--format", fmt, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "tflite_fp32, tflite_int8, onnx_fp32" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_artifact_is_not_bundled(edge_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(edge_run, run)
+    (run / "export" / "tflite_int8.tflite").write_bytes(b"not a model")
+    assert bundle_main(["--run", str(run), "--out", str(tmp_path / "dist")]) == 2
+    assert "tflite_int8.tflite does not match its manifest" in capsys.readouterr().err
+    assert not (tmp_path / "dist" / "run-edge.tar.gz").exists()
+
+
+@pytest.mark.slow
+def test_bundle_installs_in_a_fresh_venv_and_classifies(edge_run, tmp_path):
+    """install.sh on this x86_64 machine: python -m venv + pip install -r requirements-edge.txt, nothing else."""
+    assert _bundle(edge_run, tmp_path / "dist").returncode == 0
+    root = _extract(tmp_path / "dist" / "tiny-rgb-edge.tar.gz", tmp_path / "pi")
+    python = getattr(sys, "_base_executable", sys.executable)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    p = subprocess.run(["bash", "install.sh"], cwd=root, env={**env, "PYTHON": python}, capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "edge runtime ready" in p.stdout
+    venv_python = root / ".venv" / "bin" / "python"
+    freeze = subprocess.run([str(venv_python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.lower()
+    assert "tensorflow" not in freeze and "keras" not in freeze and "onnxruntime" not in freeze
+    assert "ai-edge-litert==2.3.0" in freeze and "opencv-python-headless==" in freeze
+    cmd = [
+        str(venv_python),
+        "-m",
+        "edge",
+        "--model",
+        "model/tflite_int8.tflite",
+        "--source",
+        str(SAMPLES),
+        "--headless",
+    ]
+    p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    truth = read_labels_csv(SAMPLES / "labels.csv")
+    assert [json.loads(line)["label"] for line in p.stdout.splitlines()] == [truth[n] for n in sorted(truth)]
