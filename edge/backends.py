@@ -72,6 +72,7 @@ class LiteRTBackend(Backend):
 
     def __init__(self, model_path: str | Path, threads: int | None = None):
         interpreter_class = load_litert_interpreter()
+        self.package = interpreter_class.__module__.split(".")[0]  # ai_edge_litert or tflite_runtime, for the log
         try:
             self._it = interpreter_class(model_path=str(model_path), num_threads=threads)
             self._it.allocate_tensors()

@@ -194,6 +194,7 @@ class Classifier:
         quant = f", input scale {q[0]:.6g} zero point {q[1]}" if q else ""
         return (
             f"{self.entry.file} ({self.entry.format}, sha256 {self.entry.sha256[:12]}, verified) on {self.backend.name}"
+            f"{f' ({pkg})' if (pkg := getattr(self.backend, 'package', None)) else ''}"
             f", {self.size}x{self.size} {self.backend.input.dtype}{quant}, {len(self.labels)} labels"
         )
 

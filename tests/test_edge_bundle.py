@@ -156,3 +156,24 @@ def test_bundle_installs_in_a_fresh_venv_and_classifies(edge_run, tmp_path):
     assert p.returncode == 0, p.stderr
     truth = read_labels_csv(SAMPLES / "labels.csv")
     assert [json.loads(line)["label"] for line in p.stdout.splitlines()] == [truth[n] for n in sorted(truth)]
+
+
+@pytest.mark.slow
+def test_armv7_requirements_run_the_bundle(edge_run, tmp_path):
+    """requirements-edge-armv7.txt (tflite-runtime, numpy 1.26, OpenCV 4) on this machine: the same labels, and the
+    tflite_runtime fallback is what runs (32-bit Pi OS has no ai-edge-litert)."""
+    assert _bundle(edge_run, tmp_path / "dist").returncode == 0
+    root = _extract(tmp_path / "dist" / "tiny-rgb-edge.tar.gz", tmp_path / "pi")
+    python = getattr(sys, "_base_executable", sys.executable)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run([python, "-m", "venv", str(root / ".venv")], check=True, timeout=120)
+    venv_python = str(root / ".venv" / "bin" / "python")
+    pip = [venv_python, "-m", "pip", "install", "-q", "-r", "requirements-edge-armv7.txt"]
+    p = subprocess.run(pip, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    cmd = [venv_python, "-m", "edge", "--model", "model/tflite_int8.tflite", "--source", str(SAMPLES), "--headless"]
+    p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "on litert (tflite_runtime)" in p.stderr
+    truth = read_labels_csv(SAMPLES / "labels.csv")
+    assert [json.loads(line)["label"] for line in p.stdout.splitlines()] == [truth[n] for n in sorted(truth)]
