@@ -14,6 +14,10 @@ from dataclasses import dataclass
 RUNTIMES = ("litert", "onnxruntime")
 
 
+class FormatError(ValueError):
+    """An unknown format name; the message lists the valid ones."""
+
+
 @dataclass(frozen=True)
 class ExportFormat:
     """One deployable artifact kind and the parity gate it must pass before it is published."""
@@ -81,7 +85,7 @@ def resolve_formats(names: str | list[str] | None) -> list[ExportFormat]:
     """Turns "all", a comma-separated string or a list of names into formats, in table order.
 
     Raises:
-        ValueError: a name is not in the table; the message lists the valid ones.
+        FormatError: a name is not in the table; the message lists the valid ones.
     """
     if names is None or names == "all" or names == ["all"]:
         return list(_FORMATS)
@@ -89,7 +93,7 @@ def resolve_formats(names: str | list[str] | None) -> list[ExportFormat]:
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown format {', '.join(unknown)}: choose from all, {', '.join(FORMATS)}")
+        raise FormatError(f"unknown format {', '.join(unknown)}: choose from all, {', '.join(FORMATS)}")
     return [f for f in _FORMATS if f.name in names]
 
 

@@ -27,11 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     settings = ExportSettings(a.run, a.formats, a.force, a.calibration_images, a.onnx_opset, a.max_test_images)
+    from edge.formats import FormatError
     from export.run import ExportError, export_run
 
     try:
         result = export_run(settings)
-    except (ExportError, ValueError, FileNotFoundError) as e:
+    except (ExportError, FormatError, FileNotFoundError) as e:
         print(f"error: {e}", flush=True)
         return 2
     if result["failed"]:

@@ -106,7 +106,7 @@ def export_run(s: ExportSettings) -> dict:
 
     Raises:
         ExportError: the run folder, its models or its labels are unusable.
-        ValueError: an unknown format name (the message lists the valid ones).
+        FormatError: an unknown format name (the message lists the valid ones).
     """
     formats = resolve_formats(s.formats)
     run = Path(s.run)

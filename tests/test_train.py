@@ -85,9 +85,9 @@ def test_cli_reports_bad_data_in_one_line(tmp_path):
 
 
 def test_unknown_backbone_is_refused():
-    from train.settings import TrainSettings, resolve
+    from train.settings import SettingsError, TrainSettings, resolve
 
-    with pytest.raises(ValueError, match="choose from mobilenetv2, vgg16"):
+    with pytest.raises(SettingsError, match="choose from mobilenetv2, vgg16"):
         resolve(TrainSettings(backbone="resnet"))
 
 

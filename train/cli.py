@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = TrainSettings(**{f.name: args[f.name] for f in dataclasses.fields(TrainSettings) if f.name in args})
     from train.data import DataError
     from train.run import RunError, run_training
+    from train.settings import SettingsError
 
     try:
         run_training(settings, force=force)
-    except (DataError, RunError, ValueError, FileNotFoundError) as e:
+    except (DataError, RunError, SettingsError, FileNotFoundError) as e:
         print(f"error: {e}", flush=True)
         return 2
     return 0

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
+from train.settings import SettingsError
+
 AUGMENT_PREFIX = "augment_"
 HEAD_PREFIX = "head_"
 PREPROCESS_NAME = "preprocess"
@@ -151,7 +153,7 @@ def set_trainable(model: keras.Model, phase: str, backbone: str, fine_tune_from:
     elif start in names:
         idx = names.index(start)
     else:
-        raise ValueError(
+        raise SettingsError(
             f"--fine-tune-from {start!r} is not a layer of {backbone}: give an index or a name like {names[-10]}"
         )
     idx = min(idx, len(layers) - 1)

@@ -17,6 +17,10 @@ _DEFAULT_SIZE = {"digits": (96, 0.35)}
 _FALLBACK_SIZE = (224, 1.0)
 
 
+class SettingsError(ValueError):
+    """A setting out of range or unknown; the message names the flag and the valid choices."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Resolved settings of one run. Field comments are the documentation; --help mirrors them."""
@@ -70,25 +74,25 @@ def resolve(settings: TrainSettings) -> TrainSettings:
     """Fills the per-dataset defaults and the run folder; validates choices.
 
     Raises:
-        ValueError: an unknown backbone or strategy, or a value out of range.
+        SettingsError: an unknown backbone or strategy, or a value out of range.
     """
     if settings.backbone not in BACKBONES:
-        raise ValueError(f"--backbone {settings.backbone!r} is not supported: choose from {', '.join(BACKBONES)}")
+        raise SettingsError(f"--backbone {settings.backbone!r} is not supported: choose from {', '.join(BACKBONES)}")
     if settings.strategy not in STRATEGIES:
-        raise ValueError(f"--strategy {settings.strategy!r} is not supported: choose from {', '.join(STRATEGIES)}")
+        raise SettingsError(f"--strategy {settings.strategy!r} is not supported: choose from {', '.join(STRATEGIES)}")
     size, alpha = _DEFAULT_SIZE.get(settings.data, _FALLBACK_SIZE)
     size = settings.image_size or size
     alpha = settings.alpha or alpha
     if settings.backbone == "vgg16":
         alpha = 1.0  # VGG16 has no width multiplier
     if size < 32:
-        raise ValueError(f"--image-size {size} is too small: MobileNetV2 and VGG16 need at least 32")
+        raise SettingsError(f"--image-size {size} is too small: MobileNetV2 and VGG16 need at least 32")
     if (
         not 0 < settings.val_split < 1
         or not 0 < settings.test_split < 1
         or settings.val_split + settings.test_split >= 1
     ):
-        raise ValueError("--val-split and --test-split must be fractions that leave images for training")
+        raise SettingsError("--val-split and --test-split must be fractions that leave images for training")
     flip = settings.flip and settings.data != "digits"
     s = dataclasses.replace(settings, image_size=size, alpha=alpha, flip=flip)
     if not s.out:
