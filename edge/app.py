@@ -103,8 +103,8 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s,
     )  # fmt: skip
     still = spec is not None and spec.kind in ("image", "folder")  # a window waits for a key on each picture
-    reader.start()
     try:
+        reader.start()
         # A recording plays at the video's own rate, pictures as a slideshow, live sources at the measured rate.
         fps = 1.0 if still else (None if live else source_fps(reader.capture))
         with recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
