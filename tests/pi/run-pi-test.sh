@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The edge bundle on the Raspberry Pi's architecture (arm64 Debian bookworm under qemu): installed from its own
+# requirements, it must give the same labels as on this x86_64 machine, on committed pictures and on a video.
+#
+#   bash tests/pi/run-pi-test.sh            # `make test-pi`; needs root (chroot, mounts, binfmt) and apt/PyPI access
+#
+# A correctness check only: emulated timings mean nothing. Env: PYTHON (host interpreter with the training stack,
+# default .venv/bin/python), ROOT (emulated root, default /tmp/pi-emu/rootfs), PI=4|5 (CPU to emulate),
+# KEEP=1 (keep the work folder), PI_EMU (the folder with make-rootfs.sh and run.sh).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+t0=$(date +%s)
+say() { echo "pi-test [$(( $(date +%s) - t0 )) s]: $*"; }
+
+if [ -z "${PI_EMU:-}" ]; then  # shared/ sits beside the checkout (also for a fresh clone next to it), or at /work
+  for d in "$REPO/../shared/pi-emu" /work/shared/pi-emu; do
+    if [ -f "$d/run.sh" ]; then PI_EMU=$(cd "$d" && pwd); break; fi
+  done
+fi
+[ -n "$PI_EMU" ] || { echo "pi-test: no pi-emu found at $REPO/../shared/pi-emu or /work/shared/pi-emu; set PI_EMU" >&2; exit 2; }
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+[ -x "$PYTHON" ] || { echo "pi-test: $PYTHON not found: run \`make setup\` or set PYTHON" >&2; exit 2; }
+export ROOT=${ROOT:-/tmp/pi-emu/rootfs}
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+
+WORK=$(mktemp -d /tmp/pi-test.XXXXXX)
+cleanup() {
+  $SUDO env ROOT="$ROOT" bash "$PI_EMU/run.sh" --umount || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "pi-test: work folder kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+say "emulated arm64 root at $ROOT (pi-emu: $PI_EMU)"
+$SUDO bash "$PI_EMU/make-rootfs.sh" "$ROOT"
+
+say "training the tiny test model and bundling it (int8 and fp32)"
+cd "$REPO"
+PYTHONPATH="$REPO" TF_CPP_MIN_LOG_LEVEL=3 "$PYTHON" tests/edge_model.py --out "$WORK/runs" > /dev/null 2> "$WORK/build.log" \
+  || { cat "$WORK/build.log" >&2; exit 1; }
+for fmt in tflite_int8 tflite_fp32; do
+  "$PYTHON" -m edge.bundle --run "$WORK/runs/tiny-rgb" --format "$fmt" --out "$WORK/dist/$fmt" > /dev/null
+done
+mkdir -p "$WORK/pi"
+tar xzf "$WORK/dist/tflite_int8/tiny-rgb-edge.tar.gz" -C "$WORK/pi"
+B=$WORK/pi/tiny-rgb-edge
+tar xzf "$WORK/dist/tflite_fp32/tiny-rgb-edge.tar.gz" -C "$WORK" && mv "$WORK/tiny-rgb-edge/model" "$B/model-fp32"
+mkdir -p "$B/data" "$B/out"
+cp -r tests/data/edge/images "$B/data/images"
+PYTHONPATH="$REPO/tests:$REPO" "$PYTHON" -c "
+import cv2, numpy as np
+from pathlib import Path
+from edge_model import write_video
+paths = sorted(Path('$B/data/images').glob('*.png'))
+frames = np.stack([cv2.imread(str(p)) for p in paths for _ in range(3)])  # each picture for 3 frames
+write_video('$B/data/clip.avi', frames)"
+
+run_all() {  # $1: where the outputs go (x86 or arm); the rest: how to run python in the bundle folder
+  local tag=$1; shift
+  for m in model/tflite_int8.tflite model-fp32/tflite_fp32.tflite; do
+    local name; name=$(basename "$m" .tflite)
+    for src in data/images data/clip.avi; do
+      local kind; kind=$(basename "$src" | cut -d. -f1)
+      "$@" -m edge --headless --model "$m" --source "$src" > "$B/out/$tag-$name-$kind.jsonl" 2> "$B/out/$tag-$name-$kind.log" \
+        || { echo "pi-test: $tag $name $kind failed:" >&2; cat "$B/out/$tag-$name-$kind.log" >&2; exit 1; }
+    done
+  done
+}
+
+say "reference run on $(uname -m)"
+(cd "$B" && run_all x86 "$PYTHON")
+
+say "installing the bundle's requirements-edge.txt in the emulated Pi (pip, under qemu: a few minutes)"
+$SUDO env ROOT="$ROOT" HOSTDIR="$B" bash "$PI_EMU/run.sh" pip install --disable-pip-version-check -q \
+  -r /mnt/x/requirements-edge.txt
+$SUDO env ROOT="$ROOT" HOSTDIR="$B" bash "$PI_EMU/run.sh" sh -c \
+  'echo "pi-test: inside: $(uname -m), $(python --version)"; pip freeze | tr "\n" " "; echo' | tee "$B/out/arm-env.txt"
+if grep -qiE "tensorflow|keras" "$B/out/arm-env.txt"; then echo "pi-test: TensorFlow in the Pi venv" >&2; exit 1; fi
+
+say "classifying on emulated arm64"
+cat > "$B/out/run-arm.sh" <<'EOF'
+set -e
+cd /mnt/x
+for m in model/tflite_int8.tflite model-fp32/tflite_fp32.tflite; do
+  name=$(basename "$m" .tflite)
+  for src in data/images data/clip.avi; do
+    kind=$(basename "$src" | cut -d. -f1)
+    python -m edge --headless --model "$m" --source "$src" > "out/arm-$name-$kind.jsonl" 2> "out/arm-$name-$kind.log" \
+      || { echo "pi-test: arm $name $kind failed:"; cat "out/arm-$name-$kind.log"; exit 1; }
+  done
+done
+EOF
+$SUDO env ROOT="$ROOT" HOSTDIR="$B" PI="${PI:-4}" bash "$PI_EMU/run.sh" bash /mnt/x/out/run-arm.sh
+
+say "comparing"
+"$PYTHON" "$REPO/tests/pi/compare.py" "$B/out" "$B/data/images/labels.csv"
+say "done"
