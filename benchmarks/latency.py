@@ -1,0 +1,259 @@
+"""Inference latency on this device, with nothing but the edge requirements (numpy, OpenCV, LiteRT).
+
+    python -m benchmarks.latency --model tflite_int8.tflite tflite_fp32.tflite --threads 1,2,4 \\
+        --device-name pi4 --out pi4-rows.json
+    python -m benchmarks --run runs/NAME --merge pi4-rows.json      # back on the training machine
+
+Copy a bundle (or the run's export/ folder) to the Raspberry Pi and run this there: each model is timed in its
+runtime at each thread count, and, where its manifest.json sits beside it, the camera loop runs on a generated
+640x480 video. The rows carry the device's name; --merge adds them to the run's table, plots and report, where
+they are compared only with rows of the same device. No TensorFlow, scikit-learn or matplotlib is imported here
+or by anything this imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.rows import add_error, format_table, new_row
+from benchmarks.settings import BenchError, parse_threads
+from edge.backends import Backend, backend_for_file, create_backend, load_litert_interpreter
+from edge.formats import FORMATS, format_for_file
+from edge.manifest import TensorSpec, find_manifest, sha256_file
+
+_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy", "opencv-python-headless", "opencv-python",
+             "tensorflow")  # fmt: skip
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, the Pi's "Model" line, else platform.processor())."""
+    for line in _read("/proc/cpuinfo").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask, which containers narrow), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_device_name() -> str:
+    """A short name for this machine: the board (raspberry-pi-4-model-b-rev-1.4), else arch-cpu-cores."""
+    board = _read("/proc/device-tree/model")
+    text = board or f"{platform.machine()} {cpu_model()} {cpu_count()}c"
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def device_meta(device: str) -> dict:
+    """What made the rows: machine, CPU, Python and runtime versions, load at the time."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        litert = load_litert_interpreter().__module__.split(".")[0]
+    except Exception as e:  # noqa: BLE001 (reported, not fatal: ONNX-only devices exist)
+        litert = f"none ({e})"
+    return {
+        "device": device,
+        "board": _read("/proc/device-tree/model") or None,
+        "cpu_model": cpu_model(),
+        "cpu_count": cpu_count(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "litert_package": litert,
+        "packages": versions,
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def make_input(spec: TensorSpec, seed: int = 0) -> np.ndarray:
+    """A fixed random tensor of the input's shape and dtype (these models take the same time on any pixels)."""
+    rng = np.random.default_rng(seed)
+    shape = [d if d > 0 else 1 for d in spec.shape]
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+    return rng.uniform(0, 255, size=shape).astype(dtype)
+
+
+def time_backends(backends: dict, runs: int, warmup: int, rounds: int = 1) -> dict:
+    """Times backend.run() on a fixed input: `warmup` untimed runs each, then `runs` timed runs each, split into
+    `rounds` blocks interleaved across the backends (one untimed call opens each block, after the switch).
+
+    Args:
+        backends: key -> Backend; every backend is timed, one after another within a round.
+
+    Returns:
+        key -> numpy array of the `runs` latencies in milliseconds.
+    """
+    inputs = {k: make_input(b.input) for k, b in backends.items()}
+    for k, b in backends.items():
+        for _ in range(warmup):
+            b.run(inputs[k])
+    rounds = max(1, min(rounds, runs))
+    sizes = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    samples: dict = {k: [] for k in backends}
+    clock = time.perf_counter
+    for size in sizes:
+        for k, b in backends.items():
+            x = inputs[k]
+            b.run(x)
+            for _ in range(size):
+                t = clock()
+                b.run(x)
+                samples[k].append(clock() - t)
+    return {k: np.asarray(v) * 1000.0 for k, v in samples.items()}
+
+
+def latency_stats(ms: np.ndarray) -> dict:
+    """The row's latency columns from timed runs in milliseconds."""
+    median = float(np.median(ms))
+    return {
+        "latency_ms_median": round(median, 4),
+        "latency_ms_p90": round(float(np.percentile(ms, 90)), 4),
+        "latency_ms_std": round(float(np.std(ms, ddof=1)) if len(ms) > 1 else 0.0, 4),
+        "latency_ms_mean": round(float(np.mean(ms)), 4),
+        "latency_ms_min": round(float(np.min(ms)), 4),
+        "n_runs": len(ms),
+        "fps": round(1000.0 / median, 2),
+    }
+
+
+def _open(path: Path, threads: int, row: dict) -> tuple[Backend | None, object | None]:
+    """(backend, classifier or None); a model with its manifest beside it is opened as edge opens it (checksum,
+    tensors), one without only in its runtime. On failure the row gets the error and (None, None) returns."""
+    from edge.classifier import Classifier
+
+    try:
+        if find_manifest(path).is_file():
+            clf = Classifier.from_model(path, None, threads)
+            row.update(format=clf.entry.format, runtime=clf.entry.runtime, quantization=clf.entry.quantization)
+            return clf.backend, clf
+        return create_backend(row["runtime"], path, threads), None
+    except Exception as e:  # noqa: BLE001 (a failure is a row with an error, never a crash)
+        add_error(row, "load", e)
+        return None, None
+
+
+def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int = 200, warmup: int = 20,
+                   rounds: int = 5, device: str = "", loop_frames: int = 150, loop_warmup: int = 10,
+                   frame_size: tuple[int, int] = (640, 480), log=print) -> list[dict]:  # fmt: skip
+    """Rows for model files measured here: latency per thread count and, with a manifest, the camera loop."""
+    from benchmarks import loop
+
+    device = device or default_device_name()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-loop-")
+    video = capture_ms = None
+    rows: list[dict] = []
+    try:
+        for t in threads:
+            opened = []
+            for p in map(Path, paths):
+                fmt = format_for_file(p)
+                row = new_row(device, fmt.name if fmt else p.stem, backend_for_file(p) or "unknown", t, file=p.name,
+                              quantization=fmt.quantization if fmt else None)  # fmt: skip
+                rows.append(row)
+                if not p.is_file():
+                    add_error(row, "load", f"{p} not found")
+                    continue
+                row["size_mb"] = round(p.stat().st_size / 1e6, 4)
+                row["sha256"] = sha256_file(p)[:12]
+                backend, clf = _open(p, t, row)
+                if backend is not None:
+                    opened.append((row, backend, clf))
+            timed = time_backends({id(r): b for r, b, _ in opened}, runs, warmup, rounds)
+            for row, backend, clf in opened:
+                row.update(latency_stats(timed[id(row)]))
+                log(f"{row['format']} ({row['runtime']}, {t} threads): {row['latency_ms_median']:.3f} ms median")
+                if clf is not None and loop_frames:
+                    if video is None:
+                        frames = loop.synthetic_frames(loop_frames, frame_size)
+                        video = loop.write_video(frames, Path(tmp.name) / "loop.mp4")
+                        capture_ms = loop.measure_capture(video)
+                    _loop_figures(row, clf, video, capture_ms, loop_warmup, None)
+                backend.close()
+    finally:
+        tmp.cleanup()
+    return rows
+
+
+def _loop_figures(row: dict, clf, video: Path, capture_ms: float, warmup: int, labels=None) -> None:
+    """Fills the row's camera-loop columns, or adds the loop's error to it (the latency figures stand)."""
+    from benchmarks import loop
+
+    try:
+        row.update(loop.loop_columns(clf, video, warmup, labels), capture_ms=round(capture_ms, 4))
+    except Exception as e:  # noqa: BLE001 (a failure is a row with an error, never a crash)
+        add_error(row, "camera loop", e)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", nargs="+", required=True, help=f"artifact(s) to time: {', '.join(FORMATS)} files")
+    p.add_argument("--threads", default="1,2,4", help="comma-separated interpreter thread counts (default 1,2,4)")
+    p.add_argument("--runs", type=int, default=200, help="timed runs per model and thread count (default 200)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--rounds", type=int, default=5, help="interleave models in this many rounds (default 5)")
+    p.add_argument("--loop-frames", type=int, default=150, help="camera-loop video frames (0 skips the loop)")
+    p.add_argument("--device-name", default="", help="the device column (default: board or CPU model)")
+    p.add_argument("--out", default="", help="write {meta, rows} JSON here, for `python -m benchmarks --merge`")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Times the models, prints the table, writes --out; exit 2 on bad flags, 1 if any row has an error."""
+    a = build_parser().parse_args(argv)
+    try:
+        threads = parse_threads(a.threads)
+        if a.runs < 1 or a.warmup < 0 or a.loop_frames < 0 or (a.loop_frames and a.loop_frames < 12):
+            raise BenchError("--runs must be at least 1, --warmup at least 0, --loop-frames 0 or at least 12")
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = a.device_name or default_device_name()
+    meta = {"devices": {device: device_meta(device)}}
+    rows = measure_models(a.model, threads, a.runs, a.warmup, a.rounds, device, a.loop_frames,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+    print(format_table(rows))
+    if a.out:
+        from edge.atomic import write_json
+
+        write_json(a.out, {"meta": meta, "rows": rows})
+        print(f"wrote {len(rows)} rows to {a.out}: merge them with python -m benchmarks --run RUN --merge {a.out}")
+    failed = [f"{r['format']} ({r['threads']} threads): {r['error']}" for r in rows if r["error"]]
+    for line in failed:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

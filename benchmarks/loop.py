@@ -1,0 +1,206 @@
+"""Camera-loop FPS: edge's own loop (edge.app) classifying a 640x480 video, so capture, preprocessing and
+drawing costs show next to inference.
+
+    video = write_video(frames_from_images(test_rgb, 150), "loop.mp4")
+    capture_ms = measure_capture(video)                   # decoding alone, no model
+    figures = measure_loop(classifier, video, warmup=10)  # loop_fps, loop_ms, loop_inference_ms, ...
+
+The loop is edge.app's, unchanged: FrameReader reads the video on its own thread (every frame, in order) while
+the main thread preprocesses, runs the model, and draws the overlay; the drawn frame goes to a recorder that
+only notes the time. Only numpy, OpenCV and edge are imported, so this runs on the device too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.classifier import Classifier, Result
+from edge.display import draw_overlay
+from edge.reader import FrameReader
+from edge.sources import open_capture, parse_source, quiet_opencv
+
+
+def frames_from_images(rgb: np.ndarray, n: int, size: tuple[int, int] = (640, 480)) -> Iterator[np.ndarray]:
+    """n BGR frames of size (width, height), cycling through uint8 RGB images (frame i shows image i % len)."""
+    for i in range(n):
+        yield cv2.resize(rgb[i % len(rgb)][..., ::-1], size, interpolation=cv2.INTER_LINEAR)
+
+
+def synthetic_frames(n: int, size: tuple[int, int] = (640, 480), seed: int = 0) -> Iterator[np.ndarray]:
+    """n smooth random BGR frames (the device has no test images; loop speed does not depend on content)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        yield cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | Path, codec: str = "mp4v", fps: float = 30.0) -> Path:
+    """Writes BGR frames (all of one size) as a video; returns its path.
+
+    Raises:
+        RuntimeError: OpenCV cannot write this codec here (every OpenCV build has mp4v and MJPG).
+    """
+    writer, n = None, 0
+    try:
+        for img in frames:
+            if writer is None:
+                h, w = img.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
+                if not writer.isOpened():
+                    raise RuntimeError(f"OpenCV cannot write {path} with codec {codec}: pass --video-codec MJPG")
+            writer.write(img)
+            n += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    if n == 0:
+        raise RuntimeError(f"no frames to write to {path}")
+    return Path(path)
+
+
+def measure_capture(video: str | Path, passes: int = 3) -> float:
+    """Milliseconds to read (decode) one frame of the video with cv2.VideoCapture alone: the median of `passes`
+    whole passes, each timed from the first read to the last."""
+    per_pass = []
+    for _ in range(passes):
+        cap = cv2.VideoCapture(str(video))
+        n, t = 0, time.perf_counter()
+        while cap.read()[0]:
+            n += 1
+        elapsed = time.perf_counter() - t
+        cap.release()
+        if n == 0:
+            raise RuntimeError(f"OpenCV reads no frames from {video}")
+        per_pass.append(elapsed * 1000.0 / n)
+    return statistics.median(per_pass)
+
+
+def measure_steps(classifier: Classifier, frame: np.ndarray, repeats: int = 30) -> tuple[float, float]:
+    """(preprocess ms, draw ms) for one frame: medians of `repeats` calls of what the loop calls."""
+    pre, draw = [], []
+    result = classifier.classify(frame)
+    for _ in range(repeats):
+        t = time.perf_counter()
+        classifier.preprocess(frame)
+        pre.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        draw_overlay(frame.copy(), result, 30.0)
+        draw.append(time.perf_counter() - t)
+    return statistics.median(pre) * 1000.0, statistics.median(draw) * 1000.0
+
+
+class _Tap:
+    """The classifier as the loop sees it, keeping every Result and the wall time of each classify() call."""
+
+    def __init__(self, classifier: Classifier):
+        self._classifier = classifier
+        self.results: list[Result] = []
+        self.classify_ms: list[float] = []  # preprocessing + inference + top-k, per frame
+
+    def classify(self, image: np.ndarray) -> Result:
+        t = time.perf_counter()
+        result = self._classifier.classify(image)
+        self.classify_ms.append((time.perf_counter() - t) * 1000.0)
+        self.results.append(result)
+        return result
+
+
+class _TimedReader:
+    """The FrameReader as the loop sees it, timing how long the loop waits for each frame it gets."""
+
+    def __init__(self, reader: FrameReader):
+        self._reader = reader
+        self.wait_ms: list[float] = []
+
+    def get(self, timeout: float | None = None):
+        t = time.perf_counter()
+        frame = self._reader.get(timeout)
+        if frame is not None:
+            self.wait_ms.append((time.perf_counter() - t) * 1000.0)
+        return frame
+
+    @property
+    def done(self) -> bool:
+        return self._reader.done
+
+
+class _ClockRecorder:
+    """A recorder for edge's loop that keeps only the time each drawn frame was handed over."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def write(self, canvas: np.ndarray) -> None:
+        self.times.append(time.perf_counter())
+
+
+def measure_loop(classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None) -> dict:
+    """Runs edge's camera loop over a video file and times it.
+
+    Args:
+        classifier: the loaded model (its threads are the row's threads).
+        video: a video file (every frame is classified, in order).
+        warmup: first frames left out of the figures.
+        labels: class index of each frame, for loop_top1 (None: not computed).
+
+    Returns:
+        loop_fps, loop_ms (per frame, between consecutive drawn frames), loop_inference_ms (mean, inside the
+        runtime), loop_overhead_ms (loop_ms - loop_inference_ms), loop_wait_ms (mean wait for the reader's next
+        frame: capture the reader thread did not hide), loop_preprocess_ms (mean classify() time outside the
+        runtime: preprocessing and top-k), loop_frames, loop_top1.
+
+    Raises:
+        RuntimeError: the loop classified too few frames to time.
+    """
+    from edge.app import EdgeOptions, _loop  # the loop itself, not a copy of it
+
+    spec = parse_source(str(video))
+    quiet_opencv()
+    tap, clock = _Tap(classifier), _ClockRecorder()
+    options = EdgeOptions(model=classifier.entry.file, source=str(video), headless=False, every_frame=True)
+    reader = FrameReader(lambda: open_capture(spec), name=str(spec), live=False, every_frame=True).start()
+    timed_reader = _TimedReader(reader)
+    try:
+        n = _loop(options, tap, timed_reader, None, clock, False)
+    finally:
+        reader.stop()
+    if n < warmup + 2 or not len(clock.times) == len(timed_reader.wait_ms) == n:
+        raise RuntimeError(f"the camera loop classified {n} frames of {video}; it needs more than {warmup + 1}")
+    k = warmup  # frame k's hand-over starts the clock; frames k+1 .. n-1 are timed
+    measured = n - 1 - k
+    loop_ms = (clock.times[-1] - clock.times[k]) * 1000.0 / measured
+    inference = np.array([r.inference_ms for r in tap.results[k + 1 :]])
+    classify = np.array(tap.classify_ms[k + 1 :])
+    top1 = None
+    if labels is not None:
+        names = classifier.labels
+        hits = [r.top is not None and r.top.label == names[labels[i]] for i, r in enumerate(tap.results)]
+        top1 = round(float(np.mean(hits)), 4)
+    return {
+        "loop_fps": round(1000.0 / loop_ms, 2),
+        "loop_ms": round(loop_ms, 4),
+        "loop_inference_ms": round(float(inference.mean()), 4),
+        "loop_overhead_ms": round(loop_ms - float(inference.mean()), 4),
+        "loop_wait_ms": round(float(np.mean(timed_reader.wait_ms[k + 1 :])), 4),
+        "loop_preprocess_ms": round(float(np.mean(classify - inference)), 4),
+        "loop_frames": measured,
+        "loop_top1": top1,
+    }
+
+
+def loop_columns(classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None) -> dict:
+    """measure_loop()'s figures plus preprocess_ms and draw_ms, measured on the video's first frame."""
+    cap = cv2.VideoCapture(str(video))
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        raise RuntimeError(f"OpenCV reads no frames from {video}")
+    pre, draw = measure_steps(classifier, frame)
+    figures = measure_loop(classifier, video, warmup, labels)
+    return {"preprocess_ms": round(pre, 4), "draw_ms": round(draw, 4), **figures}

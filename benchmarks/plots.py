@@ -1,0 +1,198 @@
+"""The benchmark's four plots (PNG, matplotlib Agg), each written atomically into the bench folder.
+
+paths = save_plots(rows, out_dir, reference)   # {name: path}; matplotlib is imported here only
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.compare import best_rows, devices, pareto_front
+from edge.atomic import atomic_path
+from edge.formats import FORMATS
+
+PLOTS = {  # file name -> what report.md calls it
+    "accuracy_vs_latency.png": "Accuracy against latency (best thread count, Pareto front)",
+    "size.png": "Size per format",
+    "per_class.png": "Per-class accuracy, int8 against float",
+    "latency_vs_threads.png": "Latency against threads",
+}
+_ORDER = {name: i for i, name in enumerate(FORMATS)}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _color(fmt: str):
+    """One colour per format, the same in every plot (tab10 in formats-table order)."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](_ORDER.get(fmt, len(_ORDER)) % 10)
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _plt()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _label(r: dict) -> str:
+    runtime = "" if FORMATS.get(r["format"]) and FORMATS[r["format"]].runtime == r["runtime"] else f" ({r['runtime']})"
+    return f"{r['format']}{runtime}"
+
+
+def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
+    """One panel per device: each artifact/runtime at its best thread count; the Pareto front joined and named."""
+    plt = _plt()
+    best = [r for r in best_rows(rows) if r.get("top1") is not None]
+    devs = [d for d in devices(rows) if any(r["device"] == d for r in best)]
+    if not devs:
+        return None
+    fig, axes = plt.subplots(1, len(devs), figsize=(8.2 * len(devs), 4.8), squeeze=False)
+    fig.subplots_adjust(wspace=0.7)
+    for ax, dev in zip(axes[0], devs):
+        pts = sorted((r for r in best if r["device"] == dev), key=lambda r: r["latency_ms_median"])
+        xy = [(r["latency_ms_median"], r["top1"] * 100) for r in pts]
+        front = set(pareto_front(xy))
+        for i, r in enumerate(pts):
+            on = i in front
+            ax.scatter(*xy[i], s=90 if on else 45, color=_color(r["format"]), edgecolor="black" if on else "none",
+                       zorder=3, label=f"{_label(r)}, {r['threads']} thr")  # fmt: skip
+        fx = [xy[i] for i in sorted(front, key=lambda i: xy[i][0])]
+        ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1, ls="--", zorder=2,
+                label="Pareto front")  # fmt: skip
+        for n, i in enumerate(sorted(front, key=lambda i: xy[i][0])):  # name the front's points, staggered
+            text = f"{pts[i]['format']}\n{xy[i][0]:.3g} ms, {xy[i][1]:.1f}%"
+            ax.annotate(text, xy[i], xytext=(6, -24 - 12 * (n % 2)), textcoords="offset points", fontsize=8,
+                        fontweight="bold")  # fmt: skip
+        lo, hi = min(p[1] for p in xy), max(p[1] for p in xy)
+        pad = max(0.5, (hi - lo) * 0.25)
+        ax.set_ylim(lo - pad, min(100.0, hi + pad) + 0.2)
+        ax.set_xlim(0, max(p[0] for p in xy) * 1.25)
+        ax.set_xlabel("latency, ms median (inference only, best thread count)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(dev, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thr = threads", title_fontsize=7)
+    fig.suptitle("Accuracy against latency: up and left is better", y=1.02)
+    return _save(fig, path)
+
+
+def plot_size(rows: list[dict], path: Path) -> Path | None:
+    """Artifact size per format (bars), with MB and the ratio to the float32 artifact of the same runtime."""
+    plt = _plt()
+    sizes = {}
+    for r in rows:
+        if r.get("size_mb") and r["format"] not in sizes:
+            sizes[r["format"]] = r["size_mb"]
+    if not sizes:
+        return None
+    names = sorted(sizes, key=lambda n: _ORDER.get(n, 99))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names)), 4.2))
+    bars = ax.bar(names, [sizes[n] for n in names], color=[_color(n) for n in names])
+    for bar, n in zip(bars, names):
+        fmt = FORMATS.get(n)
+        fp32 = next((sizes[f.name] for f in FORMATS.values() if fmt and f.quantization == "none"
+                     and f.runtime == fmt.runtime and f.name in sizes), None)  # fmt: skip
+        note = f"{sizes[n]:.2f}" + (f"\n{fp32 / sizes[n]:.1f}x smaller" if fp32 and n in FORMATS and fp32 != sizes[n]
+                                    else "")  # fmt: skip
+        ax.annotate(note, (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=8)  # fmt: skip
+    ax.set_ylabel("size (MB)")
+    ax.set_ylim(0, max(sizes.values()) * 1.3)
+    ax.set_title("Artifact size per format (ratio to the float32 artifact of the same runtime)")
+    ax.tick_params(axis="x", rotation=20)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_per_class(rows: list[dict], reference: dict, device: str, path: Path) -> Path | None:
+    """Per-class test top-1: the float reference beside every int8 artifact, grouped by class."""
+    import numpy as np
+
+    plt = _plt()
+    series = []
+    if reference.get("per_class_top1"):
+        series.append((f"float ({reference['name']})", reference["per_class_top1"], "lightgray"))
+    seen = set()
+    for r in rows:
+        wanted = r["device"] == device and r.get("quantization") == "int8" and r.get("per_class_top1")
+        if wanted and r["format"] not in seen:
+            seen.add(r["format"])
+            series.append((_label(r), r["per_class_top1"], _color(r["format"])))
+    if len(series) < 2:
+        return None
+    labels = list(series[0][1])
+    x = np.arange(len(labels))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(labels) * len(series) / 2), 4.4))
+    for k, (name, per_class, color) in enumerate(series):
+        vals = [100 * (per_class.get(c) or 0.0) for c in labels]
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, label=name, color=color, edgecolor="black",
+               linewidth=0.3)  # fmt: skip
+    lows = [100 * v for _, pc, _ in series for v in pc.values() if v is not None]
+    ax.set_ylim(max(0.0, min(lows) - 10), 101)
+    ax.set_xticks(x, labels, rotation=0 if max(len(c) for c in labels) < 6 else 30)
+    ax.set_xlabel("class")
+    ax.set_ylabel("test top-1 of the class (%)")
+    ax.set_title("Per-class accuracy: int8 artifacts against the float model")
+    ax.legend(fontsize=8, ncol=len(series), loc="lower center", bbox_to_anchor=(0.5, -0.25))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_latency_vs_threads(rows: list[dict], path: Path) -> Path | None:
+    """One panel per device: median latency against threads, a line per artifact/runtime, p90 as a whisker."""
+    plt = _plt()
+    timed = [r for r in rows if r.get("latency_ms_median")]
+    devs = devices(timed)
+    if not devs:
+        return None
+    fig, axes = plt.subplots(1, len(devs), figsize=(8.2 * len(devs), 4.6), squeeze=False)
+    fig.subplots_adjust(wspace=0.7)
+    for ax, dev in zip(axes[0], devs):
+        groups: dict[tuple, list[dict]] = {}
+        for r in timed:
+            if r["device"] == dev:
+                groups.setdefault((r["format"], r["runtime"]), []).append(r)
+        threads = sorted({r["threads"] for rs in groups.values() for r in rs})
+        ordered = sorted(groups.items(), key=lambda kv: _ORDER.get(kv[0][0], 99))
+        for k, ((fmt, _), rs) in enumerate(ordered):
+            rs = sorted(rs, key=lambda r: r["threads"])
+            dodge = 2 ** (0.025 * (k - (len(ordered) - 1) / 2))  # side by side, so the p90 whiskers stay apart
+            t = [r["threads"] * dodge for r in rs]
+            med = [r["latency_ms_median"] for r in rs]
+            up = [max(0.0, (r.get("latency_ms_p90") or m) - m) for r, m in zip(rs, med)]
+            ax.errorbar(t, med, yerr=[[0] * len(up), up], marker="o", ms=4, capsize=2, lw=1.4, elinewidth=0.8,
+                        color=_color(fmt), label=_label(rs[0]))  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(threads, [str(t) for t in threads])
+        ax.set_xlim(min(threads) / 1.3, max(threads) * 1.3)
+        ax.set_xlabel("interpreter threads")
+        ax.set_ylabel("latency, ms median (log scale; whisker: p90)")
+        ax.set_title(dev, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Latency against threads (lower is better)", y=1.02)
+    return _save(fig, path)
+
+
+def save_plots(rows: list[dict], out_dir: str | Path, reference: dict, host: str) -> dict[str, Path]:
+    """Writes every plot the rows allow; returns {file name: path} of those written."""
+    out = Path(out_dir)
+    made = {
+        "accuracy_vs_latency.png": plot_accuracy_vs_latency(rows, out / "accuracy_vs_latency.png"),
+        "size.png": plot_size([r for r in rows if r["device"] == host], out / "size.png"),
+        "per_class.png": plot_per_class(rows, reference, host, out / "per_class.png"),
+        "latency_vs_threads.png": plot_latency_vs_threads(rows, out / "latency_vs_threads.png"),
+    }
+    return {k: v for k, v in made.items() if v is not None}

@@ -1,0 +1,207 @@
+"""report.md: what int8 costs in accuracy and buys in size and speed, per device, with the plots and the table.
+
+    text = render_report(run_name, rows, meta, plots, noise=0.10)
+
+Every ratio is between two rows of the same device, runtime and thread count (benchmarks.compare). A speed
+ratio within 1 +- noise is reported as no gain, with its figures, never as a speed-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from benchmarks.compare import best_rows, comparisons, devices, float_counterpart, is_timed, thread_scaling
+from benchmarks.plots import PLOTS
+from benchmarks.rows import format_table
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def _speed(c: dict, noise: float) -> str:
+    s, t = c["speedup"], _threads(c["threads"])
+    figures = f"{_ms(c['latency_ms_median'])} vs {_ms(c['float_latency_ms_median'])} ms median"
+    if s >= 1 + noise:
+        return f"{s:.1f}x faster on {t} ({figures})"
+    if s <= 1 - noise:
+        return f"slower, {s:.2f}x, on {t} ({figures})"
+    return f"no faster on {t}: {s:.2f}x ({figures}), within the ±{noise:.0%} run-to-run noise"
+
+
+def _size(c: dict) -> str:
+    r = c["size_ratio"]
+    if r is None:
+        return "size unknown"
+    if r < 1.1:
+        return f"no smaller ({r:.2f}x)"
+    return f"{r:.1f}x smaller ({c['size_mb']:.2f} vs {c['float_size_mb']:.2f} MB)"
+
+
+def _accuracy(c: dict) -> str:
+    parts = []
+    if c["top1_delta_points"] is not None:
+        parts.append(f"top-1 {c['top1_delta_points']:+.1f} points ({c['top1']:.2%} vs {c['float_top1']:.2%})")
+    if c["agreement"] is not None:
+        parts.append(f"{c['agreement']:.1%} agreement with {c['reference'] or 'the float model'}")
+    return ", ".join(parts) or "accuracy not measured"
+
+
+def headline(rows: list[dict], noise: float) -> list[str]:
+    """One line per device and int8 artifact, at the thread count where the int8 artifact is fastest."""
+    comps = comparisons(rows)
+    lines = []
+    for dev in devices(rows):
+        int8 = [r for r in best_rows([r for r in rows if r["device"] == dev]) if r.get("quantization") == "int8"]
+        if not int8:
+            continue
+        lines.append(f"\n**{dev}**\n")
+        for r in int8:
+            c = next((c for c in comps if (c["device"], c["format"], c["runtime"], c["threads"])
+                      == (dev, r["format"], r["runtime"], r["threads"])), None)  # fmt: skip
+            if c is None:
+                ref = float_counterpart(r["format"])
+                missing = f"no {ref.name if ref else 'float'} row on {dev} at {_threads(r['threads'])}"
+                lines.append(f"- {r['format']}: {missing}, so no ratio (rows of different devices are never compared)")
+                continue
+            lines.append(f"- **{c['format']}** vs {c['float_format']} ({c['runtime']}): {_size(c)}, "
+                         f"{_speed(c, noise)}, {_accuracy(c)}")  # fmt: skip
+    return lines
+
+
+def ratio_table(rows: list[dict]) -> str:
+    lines = ["| Device | Format | vs | Runtime | Threads | Size ratio | Speed-up | Top-1 Δ (points) | Agreement |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for c in comparisons(rows):
+        delta = "-" if c["top1_delta_points"] is None else f"{c['top1_delta_points']:+.2f}"
+        agree = "-" if c["agreement"] is None else f"{c['agreement']:.4f}"
+        lines.append(f"| {c['device']} | {c['format']} | {c['float_format']} | {c['runtime']} | {c['threads']} | "
+                     f"{c['size_ratio']:.2f}x | {c['speedup']:.2f}x | {delta} | {agree} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def threads_section(rows: list[dict], meta: dict, noise: float) -> list[str]:
+    lines = []
+    for dev in devices(rows):
+        dm = meta.get("devices", {}).get(dev) or {}
+        cores = dm.get("cpu_count")
+        scal = [s for s in thread_scaling(rows) if s["device"] == dev and len(s["latency_ms"]) > 1]
+        if not scal:
+            continue
+        lines.append(f"\n**{dev}**" + (f" ({cores} cores)" if cores else "") + "\n")
+        for s in scal:
+            base = s["base_threads"]
+            figures = ", ".join(
+                f"{_threads(t)} {_ms(ms)} ms" + ("" if t == base else f" ({s['speedup'][t]:.2f}x)")
+                + (" (more threads than cores)" if cores and t > cores else "")
+                for t, ms in s["latency_ms"].items()
+            )  # fmt: skip
+            gain = max(v for t, v in s["speedup"].items() if t != base)
+            if gain < 1 + noise:
+                verdict = f"more threads than {base} gain nothing here"
+            else:
+                best = s["best_threads"]
+                verdict = f"{_threads(best)} is fastest, {s['speedup'][best]:.1f}x over {base}"
+            lines.append(f"- {s['format']} ({s['runtime']}): {figures}: {verdict}")
+        load = [v for v in (dm.get("load_average") or [])[:1] + (meta.get("load_average_after") or [])[:1]]
+        if dev == meta.get("host") and cores and load and max(load) >= cores:
+            lines.append(
+                f"- The 1-minute load average was {max(load):.1f} on {cores} cores while measuring: other jobs held "
+                "cores, and a thread waiting for a busy core stalls the whole inference, so multi-thread figures "
+                "(and their p90) suffer most. Repeat on an idle machine before trusting them."
+            )
+    return lines
+
+
+def loop_section(rows: list[dict], target_ms: float = 2.0) -> list[str]:
+    lines = []
+    for dev in devices(rows):
+        best = [r for r in best_rows([r for r in rows if r["device"] == dev], "loop_ms")]
+        if not best:
+            continue
+        lines += [f"\n**{dev}**, each artifact at its best loop thread count:\n",
+                  "| Format | Threads | loop FPS | loop ms | inference ms | overhead ms | = wait | + preprocess "
+                  "| + drawing etc. | capture ms alone | preprocess ms alone |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in best:
+            rest = r["loop_overhead_ms"] - r["loop_wait_ms"] - r["loop_preprocess_ms"]
+            lines.append(f"| {r['format']} | {r['threads']} | {r['loop_fps']:.1f} | {_ms(r['loop_ms'])} | "
+                         f"{_ms(r['loop_inference_ms'])} | {_ms(r['loop_overhead_ms'])} | {_ms(r['loop_wait_ms'])} | "
+                         f"{_ms(r['loop_preprocess_ms'])} | {_ms(rest)} | {_ms(r['capture_ms'])} | "
+                         f"{_ms(r['preprocess_ms'])} |")  # fmt: skip
+        capture = statistics.median(r["capture_ms"] for r in best)
+        wait = statistics.median(r["loop_wait_ms"] for r in best)
+        below = [r for r in best if r["loop_ms"] < r["capture_ms"] + r["loop_inference_ms"]]
+        sequential = [r["capture_ms"] + r["loop_inference_ms"] + r["loop_preprocess_ms"] + r["draw_ms"] for r in best]
+        faster = sum(r["loop_ms"] < seq for r, seq in zip(best, sequential))
+        over = [r["loop_overhead_ms"] for r in best]
+        pre = statistics.median(r["loop_preprocess_ms"] for r in best)
+        hidden = "is hidden behind" if wait < capture / 2 else "is NOT hidden behind"
+        lines += [
+            "",
+            f"- Capture runs on its own thread: decoding a frame alone takes {_ms(capture)} ms, and the loop waited "
+            f"{_ms(wait)} ms per frame for one (median over artifacts), so capture {hidden} the main thread's work. "
+            f"loop ms/frame is below capture + inference + preprocessing + drawing (what a one-thread loop would "
+            f"take) for {faster} of {len(best)} artifacts.",
+            f"- loop ms/frame < capture ms + inference ms for {len(below)} of {len(best)} artifacts"
+            + ("." if len(below) == len(best) else
+               f"; where not, it is because preprocessing ({_ms(pre)} ms in the loop, mostly the cv2.INTER_AREA "
+               "resize of the 640x480 frame) costs more than the capture the thread hides."),
+            f"- Loop overhead beyond inference: {_ms(min(over))} to {_ms(max(over))} ms per 640x480 frame (target at "
+            f"most {target_ms:g} ms: {'met' if max(over) <= target_ms else 'NOT met'}); preprocessing is {_ms(pre)} "
+            "ms of it, waiting for capture and drawing the rest.",
+        ]  # fmt: skip
+    return lines
+
+
+def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, noise: float = 0.10) -> str:
+    """The whole report.md (Markdown, plots linked relatively)."""
+    host = meta.get("host")
+    hm = meta.get("devices", {}).get(host, {})
+    ref = meta.get("reference") or {}
+    pk = hm.get("packages", {})
+    out = [f"# Benchmark: {run_name}", ""]
+    versions = (f"Python {hm.get('python')}, LiteRT {pk.get('ai-edge-litert') or pk.get('tflite-runtime')}, "
+                f"onnxruntime {pk.get('onnxruntime')}, numpy {pk.get('numpy')}, "
+                f"OpenCV {pk.get('opencv-python-headless') or pk.get('opencv-python')}")  # fmt: skip
+    out.append(f"Measured on **{host}** ({hm.get('cpu_model')}, {hm.get('cpu_count')} cores, {versions}) at "
+               f"{hm.get('created')}; load average {hm.get('load_average')} before, {meta.get('load_average_after')} "
+               "after. Latencies on a machine shared with other jobs are indicative.")  # fmt: skip
+    others = [d for d in devices(rows) if d != host]
+    if others:
+        out.append(f"\nMerged from other devices: {', '.join(others)} (their top-1 and agreement are this run's, "
+                   "measured on the same artifact file; their latencies are their own).")  # fmt: skip
+    if ref:
+        top1 = f", test top-1 {ref['top1']:.2%}" if ref.get("top1") is not None else ""
+        out.append(f"\nTest set: {meta.get('n_test')} images. Agreement reference: {ref.get('name')}{top1}.")
+    out += ["", "## int8 against float", ""]
+    out.append("Each int8 artifact against the float32 artifact of the same runtime, on the same device and at the "
+               "same thread count (the one where the int8 artifact is fastest):")  # fmt: skip
+    out += headline(rows, noise) or ["\nNo int8 artifact was measured with its float counterpart."]
+    out += ["", "Every reduced-precision artifact against float32, at every thread count:", "", ratio_table(rows)]
+    out += ["## Threads", ""] + (threads_section(rows, meta, noise) or ["Only one thread count was measured."])
+    loop = loop_section(rows)
+    if loop:
+        out += ["", "## Camera loop (edge's loop on a 640x480 video of test images)", *loop]
+    if plots:
+        out += ["", "## Plots", ""]
+        for name in plots:
+            out += [f"### {PLOTS.get(name, name)}", "", f"![{PLOTS.get(name, name)}]({name})", ""]
+    out += ["## Results", ""]
+    for dev in devices(rows):
+        out += [f"### {dev}", "", format_table([r for r in rows if r["device"] == dev], with_device=False)]
+    unpublished = meta.get("not_published") or []
+    errors = [r for r in rows if r.get("error")]
+    if unpublished or errors:
+        out += ["## Not measured", ""]
+        out += [f"- {name}: not published by export (skipped or failed its parity gate)" for name in unpublished]
+        out += [f"- {r['format']} ({r['device']}, {_threads(r['threads'])}): {r['error']}" for r in errors]
+    untimed = [r for r in rows if not is_timed(r) and not r.get("error")]
+    out += [f"- {r['format']} ({r['device']}): no latency" for r in untimed]
+    return "\n".join(out).rstrip() + "\n"

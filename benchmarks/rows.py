@@ -1,0 +1,152 @@
+"""Result rows: one flat dict per artifact x runtime x threads x device, written as CSV and JSON, read back to merge.
+
+A row that could not be measured still exists, with an `error` field saying why (timm's benchmark rows), so a
+broken artifact shows up in the table instead of ending the run. Standard library only, so the device-side
+benchmarks.latency can write the same rows.
+
+    save_results(out_dir, rows, meta)        # results.csv + results.json, each written atomically
+    rows, meta = load_rows("rows.json")      # what --merge reads
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from edge.atomic import write_json, write_text
+
+# The columns, in table order. Latencies are milliseconds inside the runtime (no pre- or postprocessing);
+# the loop_* columns are the whole camera loop (edge.app) on a 640x480 video.
+COLUMNS = (
+    "device",  # the machine that measured the row (benchmarks.latency.default_device_name or --device-name)
+    "format",  # key in edge.formats.FORMATS
+    "runtime",  # "litert" or "onnxruntime"
+    "threads",  # interpreter threads
+    "quantization",  # as in the formats table: none, fp16, dynamic, int8
+    "size_mb",  # artifact file size, 10^6 bytes
+    "top1",  # test top-1 of this artifact (fraction); measured on accuracy_from
+    "agreement",  # fraction of test images whose top-1 equals the reference model's
+    "reference",  # what agreement is measured against: keras_float or tflite_fp32
+    "n_test",  # test images behind top1 and agreement
+    "per_class_top1",  # {label: top-1 of that class}; a JSON string in results.csv
+    "accuracy_from",  # device whose run measured top1 (merged device rows borrow the host's figures)
+    "latency_ms_median",
+    "latency_ms_p90",
+    "latency_ms_std",
+    "latency_ms_mean",
+    "latency_ms_min",
+    "n_runs",  # timed runs behind the latency figures (warm-up runs excluded)
+    "fps",  # 1000 / latency_ms_median: the runtime alone
+    "loop_fps",  # frames per second of the camera loop (capture thread, preprocessing, inference, drawing)
+    "loop_ms",  # 1000 / loop_fps
+    "loop_inference_ms",  # mean time inside the runtime during the loop
+    "loop_overhead_ms",  # loop_ms - loop_inference_ms: capture wait, preprocessing, drawing
+    "loop_wait_ms",  # mean wait for the capture thread's next frame inside the loop (capture not hidden)
+    "loop_preprocess_ms",  # mean preprocessing (+ top-k) time inside the loop; the rest of the overhead is drawing
+    "capture_ms",  # reading (decoding) one frame of the same video alone, no model
+    "preprocess_ms",  # 640x480 BGR frame -> model input tensor, alone (median; no capture thread beside it)
+    "draw_ms",  # drawing the overlay on a copy of the frame, alone (median)
+    "loop_frames",  # frames behind the loop figures (warm-up frames excluded)
+    "loop_top1",  # top-1 over the loop's frames (host: video of test images; device: synthetic, empty)
+    "sha256",  # first 12 hex digits of the artifact's sha256: which file was measured
+    "file",  # artifact file name
+    "error",  # why (part of) the row could not be measured; empty when everything worked
+)
+
+
+def new_row(device: str, format_name: str, runtime: str, threads: int | None, **fields) -> dict:
+    """A row with every column present (None where not measured)."""
+    row = dict.fromkeys(COLUMNS)
+    row.update(device=device, format=format_name, runtime=runtime, threads=threads, error="")
+    row.update(fields)
+    return row
+
+
+def add_error(row: dict, stage: str, err: BaseException | str) -> None:
+    """Appends "stage: message" (the message's first line) to the row's error field."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    msg = f"{stage}: {text}" if stage else text
+    row["error"] = f"{row['error']}; {msg}" if row.get("error") else msg
+
+
+def row_key(row: dict) -> tuple:
+    return (row.get("device"), row.get("format"), row.get("runtime"), row.get("threads"))
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*COLUMNS, *extra], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v, sort_keys=False) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def save_results(out_dir: str | Path, rows: list[dict], meta: dict, extra: dict | None = None) -> list[Path]:
+    """Writes results.csv and results.json ({"meta", "rows", **extra}) into out_dir, each atomically."""
+    out = Path(out_dir)
+    csv_path = write_text(out / "results.csv", rows_to_csv(rows))
+    json_path = write_json(out / "results.json", {"meta": meta, **(extra or {}), "rows": rows})
+    return [csv_path, json_path]
+
+
+def load_rows(path: str | Path) -> tuple[list[dict], dict]:
+    """Rows and meta from a file written by benchmarks.latency --out, or a results.json, or a JSON list of rows.
+
+    Raises:
+        ValueError: the file is missing, not JSON, or holds no rows; the message names it.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p} not found: write it on the device with `python -m benchmarks.latency --out {p.name}`")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p} is not a JSON rows file ({e}); copy it again from the device") from None
+    rows, meta = (doc, {}) if isinstance(doc, list) else (doc.get("rows"), doc.get("meta") or {})
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("format") for r in rows):
+        raise ValueError(f"{p} holds no benchmark rows (expected {{'meta': ..., 'rows': [...]}})")
+    return [{**dict.fromkeys(COLUMNS), **r} for r in rows], meta
+
+
+def _fmt(v, digits: int) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+TABLE_COLUMNS = (  # (header, row key, decimals): ultralytics' benchmark table, plus the camera loop
+    ("Format", "format", 0),
+    ("Runtime", "runtime", 0),
+    ("Threads", "threads", 0),
+    ("Status", None, 0),
+    ("Size MB", "size_mb", 2),
+    ("Top-1", "top1", 4),
+    ("Agreement", "agreement", 4),
+    ("ms median", "latency_ms_median", 3),
+    ("ms p90", "latency_ms_p90", 3),
+    ("FPS", "fps", 1),
+    ("loop FPS", "loop_fps", 1),
+)
+
+
+def format_table(rows: list[dict], with_device: bool | None = None) -> str:
+    """The Markdown results table; a Device column is added when the rows come from more than one device."""
+    if with_device is None:
+        with_device = len({r.get("device") for r in rows}) > 1
+    cols = ([("Device", "device", 0)] if with_device else []) + list(TABLE_COLUMNS)
+    lines = ["| " + " | ".join(h for h, _, _ in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        cells = []
+        for _, key, digits in cols:
+            if key is None:
+                cells.append(("error: " + r["error"].replace("|", "/")) if r.get("error") else "ok")
+            else:
+                cells.append(_fmt(r.get(key), digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

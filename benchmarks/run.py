@@ -1,0 +1,252 @@
+"""run_benchmarks(): measure every published artifact of a run on this machine, merge other devices' rows, and
+write results.csv/json, results.md, the plots and report.md into runs/NAME/bench/ (each file atomically).
+
+Per thread count, every artifact is opened as edge opens it (manifest, sha256, tensors); the test split runs
+through it once for accuracy; then all artifacts are timed together, in interleaved rounds; then each runs
+edge's camera loop on a 640x480 video made from the test images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import accuracy, loop
+from benchmarks.compare import comparisons, devices
+from benchmarks.latency import default_device_name, device_meta, latency_stats, time_backends
+from benchmarks.rows import add_error, format_table, load_rows, new_row, row_key, save_results
+from benchmarks.settings import BenchError, BenchSettings, check_settings
+from edge.atomic import write_json, write_text
+from edge.formats import FORMATS, FormatError, resolve_formats
+from edge.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest
+
+_ORDER = {name: i for i, name in enumerate(FORMATS)}
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _artifacts(s: BenchSettings, manifest: Manifest) -> tuple[list[ArtifactEntry], list[str]]:
+    """(published artifacts to measure, requested formats the manifest does not list)."""
+    try:
+        wanted = [f.name for f in resolve_formats(s.formats)]
+    except FormatError as e:
+        raise BenchError(f"--formats: {e}") from None
+    unknown = [a for a in manifest.artifacts if a.format not in FORMATS and s.formats == "all"]
+    chosen = [a for a in manifest.artifacts if a.format in wanted] + unknown
+    return chosen, [f for f in wanted if f not in manifest.formats]
+
+
+def _test_split(run: Path, manifest: Manifest, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    from train.data import load_split
+
+    try:
+        x, y, names = load_split(run, "test")
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise BenchError(f"{run}: no test split ({e}); pass a run folder written by `python -m train`") from None
+    if list(names) != list(manifest.labels):
+        raise BenchError(f"{run}/splits.json lists classes {names} but the manifest {manifest.labels}: re-run export")
+    return (x[:cap], y[:cap]) if cap else (x, y)
+
+
+def _reference(s: BenchSettings, run: Path, x: np.ndarray, probs: dict) -> tuple[str | None, np.ndarray | None]:
+    """(reference name, its probabilities): the float Keras model, else the tflite_fp32 artifact's."""
+    if s.reference in ("auto", "keras"):
+        try:
+            return accuracy.KERAS_REFERENCE, accuracy.keras_reference(run, x)
+        except (ImportError, FileNotFoundError, OSError, ValueError) as e:
+            if s.reference == "keras":
+                raise BenchError(f"--reference keras: {e}; pass --reference tflite_fp32 to compare with that") from None
+            _log(f"reference: the float Keras model is unavailable ({str(e).splitlines()[0]}); using tflite_fp32")
+    if accuracy.TFLITE_REFERENCE in probs:
+        return accuracy.TFLITE_REFERENCE, probs[accuracy.TFLITE_REFERENCE]
+    _log("reference: no tflite_fp32 artifact was measured either, so agreement is left empty")
+    return None, None
+
+
+def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[ArtifactEntry], x, y, device: str):
+    """Rows of this machine, and each artifact's test probabilities."""
+    from edge.classifier import Classifier
+
+    export = run / "export"
+    rows, probs = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
+        video = capture_ms = frame_labels = None
+        if s.loop_frames:
+            size = (s.frame_width, s.frame_height)
+            video = loop.write_video(loop.frames_from_images(x, s.loop_frames, size), Path(tmp) / "loop.mp4",
+                                     s.video_codec)  # fmt: skip
+            capture_ms = loop.measure_capture(video)
+            frame_labels = [int(y[i % len(y)]) for i in range(s.loop_frames)]
+            _log(f"camera loop: {s.loop_frames} frames {size[0]}x{size[1]} ({s.video_codec}), capture alone "
+                 f"{capture_ms:.3f} ms/frame")  # fmt: skip
+        for t in s.threads:
+            opened = []
+            for a in arts:
+                fmt = FORMATS.get(a.format)
+                row = new_row(device, a.format, a.runtime, t, quantization=a.quantization,
+                              size_mb=round(a.size_bytes / 1e6, 4), sha256=a.sha256[:12], file=a.file)  # fmt: skip
+                rows.append(row)
+                if fmt is None:
+                    add_error(row, "load", f"format {a.format!r} is not in edge.formats (update the toolkit)")
+                    continue
+                try:
+                    clf = Classifier.from_model(export / a.file, a.runtime, t)
+                except Exception as e:  # noqa: BLE001 (a failure is a row with an error, never a crash)
+                    add_error(row, "load", e)
+                    continue
+                if a.format not in probs:
+                    try:
+                        probs[a.format] = accuracy.predict_images(clf, x)
+                    except Exception as e:  # noqa: BLE001
+                        add_error(row, "accuracy", e)
+                opened.append((row, clf))
+            try:
+                timed = time_backends({id(r): c.backend for r, c in opened}, s.runs, s.warmup, s.rounds)
+            except Exception as e:  # noqa: BLE001 (one bad interpreter: time the others one by one)
+                timed = _time_one_by_one(s, opened, e)
+            for row, clf in opened:
+                if id(row) in timed:
+                    row.update(latency_stats(timed[id(row)]))
+                if video is not None:
+                    try:
+                        row.update(loop.loop_columns(clf, video, s.loop_warmup, frame_labels),
+                                   capture_ms=round(capture_ms, 4))  # fmt: skip
+                    except Exception as e:  # noqa: BLE001
+                        add_error(row, "camera loop", e)
+                clf.backend.close()
+                _log(_progress(row))
+    return rows, probs
+
+
+def _time_one_by_one(s: BenchSettings, opened: list, first_error: Exception) -> dict:
+    timed = {}
+    for row, clf in opened:
+        try:
+            timed.update(time_backends({id(row): clf.backend}, s.runs, s.warmup, s.rounds))
+        except Exception as e:  # noqa: BLE001
+            add_error(row, "latency", e)
+    return timed
+
+
+def _progress(r: dict) -> str:
+    if r.get("latency_ms_median") is None:
+        return f"{r['format']} ({r['runtime']}, {r['threads']} threads): {r['error']}"
+    loop_text = f", loop {r['loop_fps']:.0f} FPS" if r.get("loop_fps") else ""
+    return (f"{r['format']} ({r['runtime']}, {r['threads']} threads): {r['latency_ms_median']:.3f} ms median"
+            f"{loop_text}" + (f" [{r['error']}]" if r.get("error") else ""))  # fmt: skip
+
+
+def _merge(s: BenchSettings, rows: list[dict], meta: dict) -> list[dict]:
+    """Adds other devices' rows; they borrow top-1/agreement from this run's row of the same file (sha256)."""
+    host_acc = {(r["format"], r["sha256"]): r for r in rows if r.get("top1") is not None}
+    seen = {row_key(r): i for i, r in enumerate(rows)}
+    merged = list(rows)
+    for path in s.merge:
+        try:
+            extra, extra_meta = load_rows(path)
+        except ValueError as e:
+            raise BenchError(f"--merge: {e}") from None
+        meta["devices"].update(extra_meta.get("devices") or {})
+        meta.setdefault("merged", []).append(str(path))
+        mine = [r for r in extra if r["device"] == meta["host"]]
+        if mine:
+            _log(f"--merge {path}: {len(mine)} rows carry this machine's name ({meta['host']}) and are left out; name "
+                 "the other device with --device-name when measuring there")  # fmt: skip
+        for r in extra:
+            if r["device"] == meta["host"]:
+                continue
+            acc = host_acc.get((r["format"], r.get("sha256")))
+            if acc is not None and r.get("top1") is None:
+                for k in ("top1", "agreement", "reference", "n_test", "per_class_top1"):
+                    r[k] = acc[k]
+                r["accuracy_from"] = acc["accuracy_from"]
+            elif acc is None:
+                _log(f"--merge {path}: {r['format']} on {r['device']} is not this run's file (sha256 "
+                     f"{r.get('sha256')}): no accuracy figures for it")  # fmt: skip
+            if row_key(r) in seen:  # the same device measured twice: the later file wins
+                merged[seen[row_key(r)]] = r
+            else:
+                seen[row_key(r)] = len(merged)
+                merged.append(r)
+    order = {d: i for i, d in enumerate(devices(merged))}
+    return sorted(merged, key=lambda r: (order[r["device"]], _ORDER.get(r["format"], 99), r["runtime"], r["threads"]))
+
+
+def run_benchmarks(s: BenchSettings) -> list[dict]:
+    """Measures, merges and writes everything; returns the rows (this machine's first).
+
+    Raises:
+        BenchError: the run, its manifest or test split, a flag or a --merge file is unusable.
+    """
+    check_settings(s)
+    run = Path(s.run)
+    if not run.is_dir():
+        raise BenchError(f"{run} not found: pass --run runs/NAME (a folder made by `python -m train`)")
+    try:
+        manifest = load_manifest(run / "export")
+    except ManifestError as e:
+        raise BenchError(str(e)) from None
+    out = Path(s.out) if s.out else run / "bench"
+    write_json(out / "bench_settings.json", s.to_dict())
+    arts, unpublished = _artifacts(s, manifest)
+    if not arts:
+        raise BenchError(f"{run / 'export'} publishes none of --formats {s.formats}; it has {manifest.formats}")
+    x, y = _test_split(run, manifest, s.max_test_images)
+    device = s.device_name or default_device_name()
+    meta = {"run": manifest.run, "host": device, "devices": {device: device_meta(device)}, "n_test": int(len(y)),
+            "manifest_created": manifest.created, "export_tool_versions": manifest.tool_versions,
+            "not_published": unpublished, "loop_video": {"frames": s.loop_frames, "codec": s.video_codec,
+            "size": [s.frame_width, s.frame_height], "source": "test images, stretched"}}  # fmt: skip
+    _log(f"{manifest.run}: {len(arts)} artifacts x threads {','.join(map(str, s.threads))} on {device}, "
+         f"{len(y)} test images" + (f"; not published: {', '.join(unpublished)}" if unpublished else ""))  # fmt: skip
+
+    rows, probs = _measure_host(s, run, manifest, arts, x, y, device)
+    meta["load_average_after"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    ref_name, ref_probs = _reference(s, run, x, probs)
+    if ref_probs is not None:
+        ref_cols = accuracy.accuracy_columns(ref_probs, y, manifest.labels, None)
+        meta["reference"] = {"name": ref_name, "top1": ref_cols["top1"], "per_class_top1": ref_cols["per_class_top1"]}
+    for r in rows:
+        if r["format"] in probs:
+            r.update(accuracy.accuracy_columns(probs[r["format"]], y, manifest.labels, ref_probs),
+                     reference=ref_name, accuracy_from=device)  # fmt: skip
+    rows = _merge(s, rows, meta)
+    write_outputs(s, out, manifest.run, rows, meta)
+    return rows
+
+
+def write_outputs(s: BenchSettings, out: Path, run_name: str, rows: list[dict], meta: dict) -> None:
+    """results.csv/json, results.md (also printed), the plots and report.md."""
+    from benchmarks.report import render_report
+
+    save_results(out, rows, meta, {"settings": s.to_dict(), "comparisons": comparisons(rows)})
+    table = "\n\n".join(f"{dev}\n\n{format_table([r for r in rows if r['device'] == dev], False)}"
+                        for dev in devices(rows))  # fmt: skip
+    write_text(out / "results.md", table)
+    print("\n" + table, flush=True)
+    plots = {}
+    if s.plots:
+        from benchmarks.plots import save_plots
+
+        plots = save_plots(rows, out, meta.get("reference") or {}, meta["host"])
+    write_text(out / "report.md", render_report(run_name, rows, meta, plots, s.noise))
+    _log(f"wrote {out}/: results.csv, results.json, results.md, report.md" + (f", {', '.join(plots)}" if plots else ""))
+
+
+def below_floor(rows: list[dict], floor: float, host: str) -> list[str]:
+    """Artifacts measured on `host` whose test top-1 is below `floor` (or could not be measured), one line each.
+    Merged devices' rows are left out: their top-1 is the host's."""
+    bad: dict[str, str] = {}
+    for r in rows:
+        if r["device"] != host:
+            continue
+        if r.get("top1") is None:
+            bad.setdefault(r["format"], f"{r['format']}: no top-1 ({r.get('error') or 'not measured'})")
+        elif r["top1"] < floor:
+            bad[r["format"]] = f"{r['format']}: top-1 {r['top1']:.4f} < --min-accuracy {floor:g}"
+    return list(bad.values())

@@ -1,0 +1,84 @@
+"""BenchSettings: the choices of one benchmark, saved as runs/NAME/bench/bench_settings.json.
+
+Standard library only: benchmarks.latency (which runs on the Raspberry Pi) shares parse_threads().
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+REFERENCES = ("auto", "keras", "tflite_fp32")
+
+
+class BenchError(Exception):
+    """The benchmark cannot run as asked; the message names the input and the fix."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Resolved settings of one benchmark run. Field comments are the documentation; --help mirrors them."""
+
+    run: str = "runs/latest"  # training run folder; its export/manifest.json lists the artifacts to measure
+    out: str = ""  # where results go; "" = RUN/bench
+    formats: str = "all"  # comma-separated names from edge.formats.FORMATS, or "all"; only published ones run
+    threads: tuple[int, ...] = (1, 2, 4)  # interpreter thread counts, each measured separately
+    runs: int = 200  # timed inferences per artifact and thread count (a 96 px model takes ~0.3 ms: cheap)
+    warmup: int = 20  # untimed inferences first (XNNPACK packs weights and caches fill on the first calls)
+    rounds: int = 5  # timed runs are split into this many rounds, interleaved across artifacts, so a burst of
+    #   load from another process on a shared machine lands on every artifact rather than on one
+    reference: str = "auto"  # agreement reference: "keras" (float model, needs TensorFlow), "tflite_fp32", or
+    #   "auto" (keras if TensorFlow imports and the run has the model, else tflite_fp32)
+    max_test_images: int = 0  # cap on test images for accuracy (0 = the whole test split)
+    loop_frames: int = 150  # frames of the generated 640x480 video the camera loop classifies (0 = skip the loop)
+    loop_warmup: int = 10  # first loop frames left out of the loop figures (model and reader start-up)
+    frame_width: int = 640  # camera-loop frames: what the Pi camera is asked for (edge.sources.PICAMERA_SIZE)
+    frame_height: int = 480
+    video_codec: str = "mp4v"  # codec of the generated video; its decoding stands in for the camera's capture cost
+    device_name: str = ""  # names this machine in the `device` column; "" = from the CPU/board model
+    merge: tuple[str, ...] = ()  # rows.json files from `python -m benchmarks.latency` on other devices
+    min_accuracy: float | None = None  # exit 1 when an artifact's test top-1 is below this (CI floor)
+    noise: float = 0.10  # speed ratios within 1 +- this are reported as "no gain": on a shared 2-core machine
+    #   medians of identical runs differ by several percent
+    plots: bool = True  # write the PNG plots (matplotlib)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["threads"], d["merge"] = list(self.threads), list(self.merge)
+        return d
+
+
+def parse_threads(text: str | int | tuple | list) -> tuple[int, ...]:
+    """ "1,2,4" -> (1, 2, 4), in the order given, without repeats.
+
+    Raises:
+        BenchError: a value that is not a positive integer.
+    """
+    items = text if isinstance(text, (tuple, list)) else str(text).split(",")
+    out: list[int] = []
+    for item in items:
+        s = str(item).strip()
+        if not s:
+            continue
+        if not s.isdigit() or int(s) < 1:
+            raise BenchError(f"--threads {text}: {s!r} is not a positive integer; pass e.g. --threads 1,2,4")
+        if int(s) not in out:
+            out.append(int(s))
+    if not out:
+        raise BenchError(f"--threads {text!r} names no thread count; pass e.g. --threads 1,2,4")
+    return tuple(out)
+
+
+def check_settings(s: BenchSettings) -> None:
+    """Raises BenchError for values out of range, naming the flag."""
+    if s.reference not in REFERENCES:
+        raise BenchError(f"--reference {s.reference!r} is not one of {', '.join(REFERENCES)}")
+    minimums = (("--runs", s.runs, 1), ("--warmup", s.warmup, 0), ("--rounds", s.rounds, 1),
+                ("--loop-frames", s.loop_frames, 0), ("--max-test-images", s.max_test_images, 0))  # fmt: skip
+    for flag, value, low in minimums:
+        if value < low:
+            raise BenchError(f"{flag} {value} is below {low}")
+    if s.loop_frames and s.loop_frames < s.loop_warmup + 2:
+        raise BenchError(f"--loop-frames {s.loop_frames} leaves no measured frames after {s.loop_warmup} warm-up ones")
+    if s.min_accuracy is not None and s.min_accuracy < 0:
+        raise BenchError(f"--min-accuracy {s.min_accuracy} is not a top-1 fraction (0 to 1)")
