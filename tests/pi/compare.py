@@ -2,8 +2,10 @@
 
     python tests/pi/compare.py OUT_DIR LABELS_CSV      # exit 1 on any label that differs
 
-Labels must be identical, frame for frame; scores may differ by a little (float kernels differ across CPUs,
-int8 ones are usually bit-identical). Pictures must also get their committed labels.
+Labels must be identical, frame for frame; scores may differ by a little. Float kernels differ across CPUs, and
+so do a video's decoded pixels: on the MJPG clip, up to 2 levels in 60% of the values (JPEG decoders use per-CPU
+SIMD code), which moved fp32 scores by 0.0009 against 0 on the PNG pictures; int8 scores were identical on both.
+Pictures must also get their committed labels.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-MAX_SCORE_DIFF = 1e-3
+MAX_SCORE_DIFF = {"images": 1e-4, "clip": 0.02}  # lossless pictures: same pixels; video: decoders may differ
 
 
 def _read(path: Path) -> list[dict]:
@@ -35,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((case, len(x86), len(arm), same, diff, f"{sum(right)}/{len(right)}" if right else "-"))
         if not x86 or len(arm) != len(x86) or same != len(x86):
             failures.append(f"{case}: {same}/{len(x86)} labels agree ({len(arm)} arm64 lines)")
-        elif not diff <= MAX_SCORE_DIFF:
-            failures.append(f"{case}: scores differ by up to {diff:.2g} (> {MAX_SCORE_DIFF})")
+        elif not diff <= (limit := MAX_SCORE_DIFF[case.rsplit("-", 1)[-1]]):
+            failures.append(f"{case}: scores differ by up to {diff:.2g} (> {limit})")
         if right and not all(right):
             failures.append(f"{case}: {len(right) - sum(right)} pictures lost their committed label on arm64")
     print(f"{'case':<26}{'x86 lines':>10}{'arm lines':>10}{'same label':>11}{'max |dscore|':>14}{'truth':>8}")
