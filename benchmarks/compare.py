@@ -51,10 +51,10 @@ def comparisons(rows: list[dict]) -> list[dict]:
             "threads": r["threads"],
             "size_mb": r.get("size_mb"),
             "float_size_mb": f.get("size_mb"),
-            "size_ratio": round(f["size_mb"] / r["size_mb"], 3) if r.get("size_mb") and f.get("size_mb") else None,
+            "size_ratio": round(f["size_mb"] / r["size_mb"], 6) if r.get("size_mb") and f.get("size_mb") else None,
             "latency_ms_median": r["latency_ms_median"],
             "float_latency_ms_median": f["latency_ms_median"],
-            "speedup": round(f["latency_ms_median"] / r["latency_ms_median"], 3),
+            "speedup": round(f["latency_ms_median"] / r["latency_ms_median"], 6),
             "top1": r.get("top1"),
             "float_top1": f.get("top1"),
             "top1_delta_points": round((r["top1"] - f["top1"]) * 100, 2) if both_top1 else None,
@@ -78,7 +78,7 @@ def thread_scaling(rows: list[dict]) -> list[dict]:
         out.append({
             "device": device, "format": fmt, "runtime": runtime,
             "latency_ms": {r["threads"]: r["latency_ms_median"] for r in rs},
-            "speedup": {r["threads"]: round(base["latency_ms_median"] / r["latency_ms_median"], 3) for r in rs},
+            "speedup": {r["threads"]: round(base["latency_ms_median"] / r["latency_ms_median"], 6) for r in rs},
             "base_threads": base["threads"], "best_threads": best["threads"],
         })  # fmt: skip
     return out

@@ -141,16 +141,23 @@ def _progress(r: dict) -> str:
             f"{loop_text}" + (f" [{r['error']}]" if r.get("error") else ""))  # fmt: skip
 
 
-def _merge(s: BenchSettings, rows: list[dict], meta: dict) -> list[dict]:
+def _read_merge_files(s: BenchSettings) -> list[tuple[str, list[dict], dict]]:
+    """(path, rows, meta) of every --merge file, read before anything is measured so a bad one fails fast."""
+    out = []
+    for path in s.merge:
+        try:
+            out.append((path, *load_rows(path)))
+        except ValueError as e:
+            raise BenchError(f"--merge: {e}") from None
+    return out
+
+
+def _merge(files: list[tuple[str, list[dict], dict]], rows: list[dict], meta: dict) -> list[dict]:
     """Adds other devices' rows; they borrow top-1/agreement from this run's row of the same file (sha256)."""
     host_acc = {(r["format"], r["sha256"]): r for r in rows if r.get("top1") is not None}
     seen = {row_key(r): i for i, r in enumerate(rows)}
     merged = list(rows)
-    for path in s.merge:
-        try:
-            extra, extra_meta = load_rows(path)
-        except ValueError as e:
-            raise BenchError(f"--merge: {e}") from None
+    for path, extra, extra_meta in files:
         meta["devices"].update(extra_meta.get("devices") or {})
         meta.setdefault("merged", []).append(str(path))
         mine = [r for r in extra if r["device"] == meta["host"]]
@@ -191,12 +198,13 @@ def run_benchmarks(s: BenchSettings) -> list[dict]:
         manifest = load_manifest(run / "export")
     except ManifestError as e:
         raise BenchError(str(e)) from None
-    out = Path(s.out) if s.out else run / "bench"
-    write_json(out / "bench_settings.json", s.to_dict())
     arts, unpublished = _artifacts(s, manifest)
     if not arts:
         raise BenchError(f"{run / 'export'} publishes none of --formats {s.formats}; it has {manifest.formats}")
     x, y = _test_split(run, manifest, s.max_test_images)
+    merge_files = _read_merge_files(s)
+    out = Path(s.out) if s.out else run / "bench"
+    write_json(out / "bench_settings.json", s.to_dict())  # the resolved settings beside the results
     device = s.device_name or default_device_name()
     meta = {"run": manifest.run, "host": device, "devices": {device: device_meta(device)}, "n_test": int(len(y)),
             "manifest_created": manifest.created, "export_tool_versions": manifest.tool_versions,
@@ -215,7 +223,7 @@ def run_benchmarks(s: BenchSettings) -> list[dict]:
         if r["format"] in probs:
             r.update(accuracy.accuracy_columns(probs[r["format"]], y, manifest.labels, ref_probs),
                      reference=ref_name, accuracy_from=device)  # fmt: skip
-    rows = _merge(s, rows, meta)
+    rows = _merge(merge_files, rows, meta)
     write_outputs(s, out, manifest.run, rows, meta)
     return rows
 
