@@ -70,11 +70,15 @@ run_all() {  # $1: where the outputs go (x86 or arm); the rest: how to run pytho
 say "reference run on $(uname -m)"
 (cd "$B" && run_all x86 "$PYTHON")
 
-say "installing the bundle's requirements-edge.txt in the emulated Pi (pip, under qemu: a few minutes)"
-$SUDO env ROOT="$ROOT" HOSTDIR="$B" bash "$PI_EMU/run.sh" pip install --disable-pip-version-check -q \
-  -r /mnt/x/requirements-edge.txt
-$SUDO env ROOT="$ROOT" HOSTDIR="$B" bash "$PI_EMU/run.sh" sh -c \
-  'echo "pi-test: inside: $(uname -m), $(python --version)"; pip freeze | tr "\n" " "; echo' | tee "$B/out/arm-env.txt"
+# A fresh venv each time, so the install from the bundle's requirements really happens (pip's cache makes
+# later runs quicker); PATH puts it first inside, so `python` and `pip` below are the Pi's.
+VENV=/opt/edge-pi-test
+pi_run() { $SUDO env ROOT="$ROOT" HOSTDIR="$B" PI="${PI:-4}" bash "$PI_EMU/run.sh" env PATH="$VENV/bin:/usr/bin:/bin" "$@"; }
+say "installing the bundle's requirements-edge.txt in a fresh venv in the emulated Pi (under qemu: about a minute)"
+pi_run sh -c "rm -rf $VENV && python3 -m venv $VENV"
+pi_run pip install --disable-pip-version-check -q -r /mnt/x/requirements-edge.txt
+pi_run sh -c 'echo "pi-test: inside: $(uname -m), $(python --version), $(command -v python)"; pip freeze | tr "\n" " "; echo' \
+  | tee "$B/out/arm-env.txt"
 if grep -qiE "tensorflow|keras" "$B/out/arm-env.txt"; then echo "pi-test: TensorFlow in the Pi venv" >&2; exit 1; fi
 
 say "classifying on emulated arm64"
@@ -90,7 +94,7 @@ for m in model/tflite_int8.tflite model-fp32/tflite_fp32.tflite; do
   done
 done
 EOF
-$SUDO env ROOT="$ROOT" HOSTDIR="$B" PI="${PI:-4}" bash "$PI_EMU/run.sh" bash /mnt/x/out/run-arm.sh
+pi_run bash /mnt/x/out/run-arm.sh
 
 say "comparing"
 "$PYTHON" "$REPO/tests/pi/compare.py" "$B/out" "$B/data/images/labels.csv"
