@@ -152,6 +152,8 @@ def plot_per_class(rows: list[dict], reference: dict, device: str, path: Path) -
 def plot_latency_vs_threads(rows: list[dict], path: Path) -> Path | None:
     """One panel per device: median latency against threads, a line per artifact/runtime, p90 as a whisker."""
     plt = _plt()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     timed = [r for r in rows if r.get("latency_ms_median")]
     devs = devices(timed)
     if not devs:
@@ -175,6 +177,9 @@ def plot_latency_vs_threads(rows: list[dict], path: Path) -> Path | None:
                         color=_color(fmt), label=_label(rs[0]))  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(threads, [str(t) for t in threads])
         ax.set_xlim(min(threads) / 1.3, max(threads) * 1.3)
         ax.set_xlabel("interpreter threads")

@@ -104,7 +104,8 @@ def threads_section(rows: list[dict], meta: dict, noise: float) -> list[str]:
             )  # fmt: skip
             gain = max(v for t, v in s["speedup"].items() if t != base)
             if gain < 1 + noise:
-                verdict = f"more threads than {base} gain nothing here"
+                worse = " (they make it slower)" if gain <= 1 - noise else f" (best {gain:.2f}x, within the noise)"
+                verdict = f"no gain from more than {_threads(base)}{worse}"
             else:
                 best = s["best_threads"]
                 verdict = f"{_threads(best)} is fastest, {s['speedup'][best]:.1f}x over {base}"
@@ -122,7 +123,10 @@ def threads_section(rows: list[dict], meta: dict, noise: float) -> list[str]:
 def loop_section(rows: list[dict], target_ms: float = 2.0) -> list[str]:
     lines = []
     for dev in devices(rows):
-        best = [r for r in best_rows([r for r in rows if r["device"] == dev], "loop_ms")]
+        keys = ("loop_ms", "loop_inference_ms", "loop_overhead_ms", "loop_wait_ms", "loop_preprocess_ms",
+                "capture_ms", "draw_ms", "preprocess_ms", "loop_fps")  # fmt: skip
+        complete = [r for r in rows if r["device"] == dev and all(r.get(k) is not None for k in keys)]
+        best = best_rows(complete, "loop_ms")
         if not best:
             continue
         lines += [f"\n**{dev}**, each artifact at its best loop thread count:\n",
