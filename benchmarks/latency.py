@@ -4,7 +4,8 @@
         --device-name pi4 --out pi4-rows.json
     python -m benchmarks --run runs/NAME --merge pi4-rows.json      # back on the training machine
 
-Copy a bundle (or the run's export/ folder) to the Raspberry Pi and run this there: each model is timed in its
+Copy a bundle (or the run's export/ folder) to the Raspberry Pi, with DEVICE_FILES of benchmarks/ beside its
+edge/ folder, and run this there: each model is timed in its
 runtime at each thread count, and, where its manifest.json sits beside it, the camera loop runs on a generated
 640x480 video. The rows carry the device's name; --merge adds them to the run's table, plots and report, where
 they are compared only with rows of the same device. No TensorFlow, scikit-learn or matplotlib is imported here
@@ -32,6 +33,8 @@ from edge.backends import Backend, backend_for_file, create_backend, load_litert
 from edge.formats import FORMATS, format_for_file
 from edge.manifest import TensorSpec, find_manifest, sha256_file
 
+# What a device needs of benchmarks/ (beside edge/) to run this module: a bundle ships these files.
+DEVICE_FILES = ("__init__.py", "settings.py", "rows.py", "loop.py", "latency.py")
 _PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy", "opencv-python-headless", "opencv-python",
              "tensorflow")  # fmt: skip
 

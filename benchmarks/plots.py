@@ -18,6 +18,11 @@ PLOTS = {  # file name -> what report.md calls it
     "latency_vs_threads.png": "Latency against threads",
 }
 _ORDER = {name: i for i, name in enumerate(FORMATS)}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per format, in table order
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
 
 
 def _plt():
@@ -62,10 +67,11 @@ def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
         pts = sorted((r for r in best if r["device"] == dev), key=lambda r: r["latency_ms_median"])
         xy = [(r["latency_ms_median"], r["top1"] * 100) for r in pts]
         front = set(pareto_front(xy))
-        for i, r in enumerate(pts):
-            on = i in front
-            ax.scatter(*xy[i], s=90 if on else 45, color=_color(r["format"]), edgecolor="black" if on else "none",
-                       zorder=3, label=f"{_label(r)}, {r['threads']} thr")  # fmt: skip
+        for i, r in enumerate(pts):  # hollow, distinct shapes: artifacts at the same spot stay visible
+            on, color = i in front, _color(r["format"])
+            ax.scatter(*xy[i], s=110 if on else 70, marker=_MARKERS[_ORDER.get(r["format"], 0) % len(_MARKERS)],
+                       facecolor=color if on else "none", edgecolor="black" if on else color, linewidth=1.6,
+                       zorder=4 if on else 3, label=f"{_label(r)}, {_threads(r['threads'])}")  # fmt: skip
         fx = [xy[i] for i in sorted(front, key=lambda i: xy[i][0])]
         ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1, ls="--", zorder=2,
                 label="Pareto front")  # fmt: skip
@@ -81,7 +87,9 @@ def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(dev, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thr = threads", title_fontsize=7)
+        ax.legend(
+            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="filled: on the front", title_fontsize=7
+        )
     fig.suptitle("Accuracy against latency: up and left is better", y=1.02)
     return _save(fig, path)
 

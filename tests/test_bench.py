@@ -21,6 +21,7 @@ from edge_model import REPO, TF_MODULES, import_blocker
 
 from benchmarks import cli
 from benchmarks.compare import comparisons, float_counterpart, pareto_front
+from benchmarks.latency import DEVICE_FILES
 from benchmarks.rows import COLUMNS
 from edge.manifest import load_manifest, sha256_file
 
@@ -40,8 +41,13 @@ PLOTS = ("accuracy_vs_latency.png", "size.png", "per_class.png", "latency_vs_thr
 def device_rows(exported_run, tmp_path_factory):
     """benchmarks.latency run as on a Raspberry Pi: a fresh interpreter that cannot import TensorFlow & co."""
     tmp = tmp_path_factory.mktemp("device")
+    pkg = tmp / "pkg"  # what a bundle would hold: edge/ and benchmarks' DEVICE_FILES, nothing else of the repo
+    shutil.copytree(REPO / "edge", pkg / "edge", ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "benchmarks").mkdir()
+    for name in DEVICE_FILES:
+        shutil.copy(REPO / "benchmarks" / name, pkg / "benchmarks" / name)
     env = {**os.environ, **import_blocker(tmp / "site", HEAVY, tmp / "attempts.log")}
-    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(REPO)])
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp / "site"), str(pkg)])
     models = [str(exported_run / "export" / f"{f}.tflite") for f in DEVICE_FORMATS]
     flags = ["--threads", "1,2", "--runs", "5", "--warmup", "1", "--loop-frames", "14", "--device-name", DEVICE]
     cmd = [sys.executable, "-m", "benchmarks.latency", "--model", *models, *flags, "--out", str(tmp / "rows.json")]
