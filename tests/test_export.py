@@ -92,56 +92,57 @@ def _export(run: Path, formats: str, **kw):
 
 
 def test_up_to_date_artifacts_are_skipped_unless_forced(run_copy: Path):
-    f = run_copy / "export" / "tflite_fp32.tflite"
+    f = run_copy / "export" / "onnx_fp32.onnx"
     before = f.stat().st_mtime_ns
-    assert _export(run_copy, "tflite_fp32")["up_to_date"] == ["tflite_fp32"]
+    assert _export(run_copy, "tflite_fp32,onnx_fp32")["up_to_date"] == ["tflite_fp32", "onnx_fp32"]
     assert f.stat().st_mtime_ns == before
     assert load_manifest(run_copy / "export").formats == list(FORMATS), "a partial export must keep the others"
-    assert _export(run_copy, "tflite_fp32", force=True)["published"] == ["tflite_fp32"]
-    verify_checksum(f, load_manifest(run_copy / "export").entry("tflite_fp32"))
+    assert _export(run_copy, "onnx_fp32", force=True)["published"] == ["onnx_fp32"]
+    assert f.stat().st_mtime_ns != before
+    verify_checksum(f, load_manifest(run_copy / "export").entry("onnx_fp32"))
 
 
 def test_gate_refuses_a_format_and_keeps_the_others(run_copy: Path, monkeypatch, capsys):
     import export.run
     from export.cli import main
 
-    strict = {"tflite_int8": dataclasses.replace(FORMATS["tflite_int8"], min_agreement=1.01)}
+    strict = {"onnx_int8": dataclasses.replace(FORMATS["onnx_int8"], min_agreement=1.01)}
     monkeypatch.setattr(
         export.run, "resolve_formats", lambda names: [strict.get(f.name, f) for f in resolve_formats(names)]
     )
-    code = main(
-        ["--run", str(run_copy), "--formats", "tflite_fp32,tflite_int8", "--force", "--calibration-images", "32"]
-    )
+    code = main(["--run", str(run_copy), "--formats", "onnx_fp32,onnx_int8", "--force", "--calibration-images", "32"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "error: tflite_int8 failed its parity gate" in out and "agreement" in out and "< 1.01" in out
-    assert not (run_copy / "export" / "tflite_int8.tflite").exists()
+    assert "error: onnx_int8 failed its parity gate" in out and "agreement" in out and "< 1.01" in out
+    assert "onnx_fp32: published" in out
+    assert not (run_copy / "export" / "onnx_int8.onnx").exists(), "a refused artifact must not stay on disk"
     m = load_manifest(run_copy / "export")
-    assert "tflite_int8" not in m.formats and "tflite_fp32" in m.formats and "onnx_fp32" in m.formats
+    assert "onnx_int8" not in m.formats and "onnx_fp32" in m.formats and "tflite_int8" in m.formats
 
 
 def test_interrupted_export_publishes_nothing_and_rerun_finishes(run_copy: Path, monkeypatch):
-    import export.tflite
+    import export.onnx
 
     exp = run_copy / "export"
-    (exp / "tflite_fp16.tflite").unlink()
+    (exp / "onnx_fp32.onnx").unlink()
     manifest_before = (exp / "manifest.json").read_bytes()
 
-    def killed(model, calibration, path):
-        Path(path).write_bytes(b"TFL3 half a model")
+    def killed(model, calibration, path, opset):
+        Path(path).write_bytes(b"half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export.tflite, "convert_fp16", killed)
+    monkeypatch.setattr(export.onnx, "convert_fp32", killed)
     with pytest.raises(KeyboardInterrupt):
-        _export(run_copy, "tflite_fp16")
-    assert not (exp / "tflite_fp16.tflite").exists()
+        _export(run_copy, "onnx_fp32")
+    assert not (exp / "onnx_fp32.onnx").exists()
+    assert not list(exp.glob(".*partial*"))
     assert (exp / "manifest.json").read_bytes() == manifest_before
     # A hard kill leaves the temporary file; it never looks finished, and the next export removes it.
-    (exp / ".tflite_fp16.x1.partial.tflite").write_bytes(b"TFL3 half")
+    (exp / ".onnx_fp32.x1.partial.onnx").write_bytes(b"half")
     monkeypatch.undo()
-    assert _export(run_copy, "tflite_fp16")["published"] == ["tflite_fp16"]
+    assert _export(run_copy, "onnx_fp32")["published"] == ["onnx_fp32"]
     assert not list(exp.glob(".*partial*"))
-    verify_checksum(exp / "tflite_fp16.tflite", load_manifest(exp).entry("tflite_fp16"))
+    verify_checksum(exp / "onnx_fp32.onnx", load_manifest(exp).entry("onnx_fp32"))
 
 
 def test_run_without_qat_model_skips_qat_formats(run_copy: Path):

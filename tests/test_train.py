@@ -123,6 +123,7 @@ def test_local_weights_file_is_loaded(tmp_path):
     import tf_keras as keras
 
     from train.model import build_model
+    from train.settings import SettingsError
 
     base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35)
     base.save_weights(str(tmp_path / "backbone.h5"))
@@ -131,6 +132,8 @@ def test_local_weights_file_is_loaded(tmp_path):
     np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], want)
     with pytest.raises(FileNotFoundError, match="no such file"):
         build_model(3, 32, alpha=0.35, weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(SettingsError, match=r"backbone\.h5 does not fit mobilenetv2 \(alpha 1\).*--alpha"):
+        build_model(3, 32, alpha=1.0, weights=str(tmp_path / "backbone.h5"))
 
 
 def test_fine_tune_freezes_bottom_and_batchnorm():
@@ -191,17 +194,27 @@ def test_interrupted_run_resumes_where_it_stopped(color_folder, tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_over_two_logical_cpus(color_folder, tmp_path):
+def test_mirrored_strategy_with_local_pretrained_weights(color_folder, tmp_path):
+    """MirroredStrategy over two logical CPUs, and the transfer-learning path (frozen backbone, then fine-tuning)
+    with backbone weights from a local file, since ImageNet weights cannot be downloaded offline."""
+    import tf_keras as keras
+
+    weights = tmp_path / "backbone.h5"
+    keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35).save_weights(
+        str(weights)
+    )
     r = subprocess.run(
         [sys.executable, "-m", "train", "--data", str(color_folder), "--out", str(tmp_path / "m"), "--image-size", "32",
-         "--weights", "none", "--epochs", "2", "--fine-tune-epochs", "1", "--qat-epochs", "1", "--batch-size", "16",
-         "--strategy", "mirrored", "--logical-cpus", "2"],
+         "--alpha", "0.35", "--weights", str(weights), "--epochs", "2", "--fine-tune-epochs", "1", "--qat-epochs", "1",
+         "--batch-size", "16", "--strategy", "mirrored", "--logical-cpus", "2", "--fine-tune-from", "block_15_expand"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "strategy: mirrored, 2 replica(s)" in r.stdout
+    assert "backbone frozen, head trains" in r.stdout and "(from block_15_expand), BatchNorm frozen" in r.stdout
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
-    assert metrics["test_top1_float"] > 0.5
+    assert metrics["transfer_learning"] is True and metrics["weights_used"] == str(weights)
+    assert 0 <= metrics["test_top1_float"] <= 1 and 0 <= metrics["test_top1_qat"] <= 1
 
 
 @pytest.mark.slow

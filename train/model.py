@@ -103,6 +103,12 @@ def build_model(
     try:
         base = _backbone(x, backbone, image_size, alpha, keras_weights)
     except Exception as e:  # keras raises URLError/HTTPError/OSError/ValueError when the download fails
+        if keras_weights not in (None, "imagenet"):
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise SettingsError(
+                f"--weights {weights} does not fit {backbone} (alpha {alpha:g}) at {image_size}x{image_size}: {first}; "
+                "pass the --backbone and --alpha the file was saved with"
+            ) from None
         if weights != "imagenet":
             raise
         raise WeightsUnavailable(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e

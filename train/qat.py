@@ -59,10 +59,17 @@ def _annotate(layer):
     return _qk.quantize_annotate_layer(layer)
 
 
-def quantize_model(model: keras.Model) -> keras.Model:
-    """The QAT twin of a float model, starting from its weights (compile it before training)."""
+def quantize_model(model: keras.Model, freeze_batchnorm: bool = False) -> keras.Model:
+    """The QAT twin of a float model, starting from its weights (compile it before training).
+
+    Args:
+        model: the fine-tuned float model.
+        freeze_batchnorm: keep BatchNormalization in inference mode, as in fine-tuning a pretrained
+            backbone (small batches would otherwise overwrite its statistics).
+    """
     for layer in model.layers:  # QAT fine-tunes the whole network; the fixed preprocessing stays fixed
-        layer.trainable = layer.name != PREPROCESS_NAME
+        frozen_bn = freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = layer.name != PREPROCESS_NAME and not frozen_bn
     annotated = keras.models.clone_model(model, clone_function=_annotate)
     annotated.set_weights(model.get_weights())
     with _qk.quantize_scope(CUSTOM_OBJECTS):

@@ -87,7 +87,7 @@ def _callbacks(run: Path, phase: str):
     return [
         keras.callbacks.BackupAndRestore(str(run / "backup" / phase), delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
-            str(run / "checkpoints" / f"{phase}.best.weights.h5"),
+            str(run / "checkpoints" / f"{phase}.best"),
             monitor="val_loss",
             save_best_only=True,
             save_weights_only=True,
@@ -100,10 +100,12 @@ def _fit_phase(model, run, phase, s, train_ds, val_ds, lr, epochs, initial_epoch
     """Compiles and fits one phase; returns the number of epochs it ended at. Skips a finished phase."""
     import tf_keras as keras
 
-    final = run / "checkpoints" / f"{phase}.final.weights.h5"
+    # TensorFlow checkpoints, not HDF5: tf-keras cannot load .h5 weights under MirroredStrategy.
+    # The phase's .json marker is written after its final weights, so it is the commit point.
+    final = run / "checkpoints" / f"{phase}.final"
     state_path = run / "checkpoints" / f"{phase}.json"
-    if final.is_file() and state_path.is_file():
-        model.load_weights(str(final))
+    if state_path.is_file():
+        model.load_weights(str(final)).expect_partial()
         end = json.loads(state_path.read_text())["end_epoch"]
         _log(f"{phase}: already done ({end - initial_epoch} epochs), weights reloaded")
         return end
@@ -116,12 +118,11 @@ def _fit_phase(model, run, phase, s, train_ds, val_ds, lr, epochs, initial_epoch
         train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
         class_weight=class_weight, callbacks=cbs, verbose=1 if sys.stdout.isatty() else 2,
     )  # fmt: skip
-    best = run / "checkpoints" / f"{phase}.best.weights.h5"
-    if best.is_file():  # the best epoch by val_loss, whether or not EarlyStopping fired
-        model.load_weights(str(best))
+    best = run / "checkpoints" / f"{phase}.best"
+    if Path(f"{best}.index").is_file():  # the best epoch by val_loss, whether or not EarlyStopping fired
+        model.load_weights(str(best)).expect_partial()
     end = initial_epoch + len(hist.epoch)
-    with atomic_path(final) as tmp:
-        model.save_weights(str(tmp))
+    model.save_weights(str(final))
     write_json(state_path, {"end_epoch": end})
     return end
 
@@ -247,7 +248,7 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
 
         _log(f"phase 3, quantization-aware training ({s.qat_epochs} epochs, lr {lr2:g})")
         with strategy.scope():
-            qat = quantize_model(model)
+            qat = quantize_model(model, freeze_batchnorm=pretrained)
         _fit_phase(qat, run, "phase3", s, train_ds, val_ds, lr2, s.qat_epochs, end2, class_weight, strategy, s.patience)
         with atomic_path(run / QAT_MODEL) as tmp:
             save_qat_model(qat, tmp)
