@@ -80,7 +80,7 @@ def device_meta(device: str) -> dict:
             pass
     try:
         litert = load_litert_interpreter().__module__.split(".")[0]
-    except Exception as e:  # noqa: BLE001 (reported, not fatal: ONNX-only devices exist)
+    except Exception as e:  # reported, not fatal: ONNX-only devices exist
         litert = f"none ({e})"
     return {
         "device": device,
@@ -151,6 +151,23 @@ def latency_stats(ms: np.ndarray) -> dict:
     }
 
 
+def time_rows(pairs: list[tuple[dict, Backend]], runs: int, warmup: int, rounds: int) -> None:
+    """Times (row, backend) pairs together (time_backends) and fills each row's latency columns. If that fails,
+    each is timed alone, so one bad interpreter becomes one error row."""
+    try:
+        timed = time_backends({id(r): b for r, b in pairs}, runs, warmup, rounds)
+    except Exception:  # which one failed is found below
+        timed = {}
+        for row, backend in pairs:
+            try:
+                timed.update(time_backends({id(row): backend}, runs, warmup, rounds))
+            except Exception as e:  # a failure is a row with an error, never a crash
+                add_error(row, "latency", e)
+    for row, _ in pairs:
+        if id(row) in timed:
+            row.update(latency_stats(timed[id(row)]))
+
+
 def _open(path: Path, threads: int, row: dict) -> tuple[Backend | None, object | None]:
     """(backend, classifier or None); a model with its manifest beside it is opened as edge opens it (checksum,
     tensors), one without only in its runtime. On failure the row gets the error and (None, None) returns."""
@@ -162,7 +179,7 @@ def _open(path: Path, threads: int, row: dict) -> tuple[Backend | None, object |
             row.update(format=clf.entry.format, runtime=clf.entry.runtime, quantization=clf.entry.quantization)
             return clf.backend, clf
         return create_backend(row["runtime"], path, threads), None
-    except Exception as e:  # noqa: BLE001 (a failure is a row with an error, never a crash)
+    except Exception as e:  # a failure is a row with an error, never a crash
         add_error(row, "load", e)
         return None, None
 
@@ -171,8 +188,6 @@ def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int 
                    rounds: int = 5, device: str = "", loop_frames: int = 150, loop_warmup: int = 10,
                    frame_size: tuple[int, int] = (640, 480), log=print) -> list[dict]:  # fmt: skip
     """Rows for model files measured here: latency per thread count and, with a manifest, the camera loop."""
-    from benchmarks import loop
-
     device = device or default_device_name()
     tmp = tempfile.TemporaryDirectory(prefix="bench-loop-")
     video = capture_ms = None
@@ -193,20 +208,35 @@ def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int 
                 backend, clf = _open(p, t, row)
                 if backend is not None:
                     opened.append((row, backend, clf))
-            timed = time_backends({id(r): b for r, b, _ in opened}, runs, warmup, rounds)
+            time_rows([(r, b) for r, b, _ in opened], runs, warmup, rounds)
             for row, backend, clf in opened:
-                row.update(latency_stats(timed[id(row)]))
-                log(f"{row['format']} ({row['runtime']}, {t} threads): {row['latency_ms_median']:.3f} ms median")
                 if clf is not None and loop_frames:
                     if video is None:
-                        frames = loop.synthetic_frames(loop_frames, frame_size)
-                        video = loop.write_video(frames, Path(tmp.name) / "loop.mp4")
-                        capture_ms = loop.measure_capture(video)
-                    _loop_figures(row, clf, video, capture_ms, loop_warmup, None)
+                        video, capture_ms = _make_video(Path(tmp.name) / "loop.mp4", loop_frames, frame_size)
+                    if isinstance(video, Exception):
+                        add_error(row, "camera loop", video)
+                    else:
+                        _loop_figures(row, clf, video, capture_ms, loop_warmup, None)
                 backend.close()
+                figure = f"{row['latency_ms_median']:.3f} ms median" if row["latency_ms_median"] else "not timed"
+                log(
+                    f"{row['format']} ({row['runtime']}, {t} threads): {figure}"
+                    + (f" [{row['error']}]" * bool(row["error"]))
+                )
     finally:
         tmp.cleanup()
     return rows
+
+
+def _make_video(path: Path, frames: int, size: tuple[int, int]):
+    """(video path, capture ms) of a synthetic loop video, or (the exception, None) if it cannot be made."""
+    from benchmarks import loop
+
+    try:
+        video = loop.write_video(loop.synthetic_frames(frames, size), path)
+        return video, loop.measure_capture(video)
+    except Exception as e:  # the loop figures of every row say why; latency stands
+        return e, None
 
 
 def _loop_figures(row: dict, clf, video: Path, capture_ms: float, warmup: int, labels=None) -> None:
@@ -215,7 +245,7 @@ def _loop_figures(row: dict, clf, video: Path, capture_ms: float, warmup: int, l
 
     try:
         row.update(loop.loop_columns(clf, video, warmup, labels), capture_ms=round(capture_ms, 4))
-    except Exception as e:  # noqa: BLE001 (a failure is a row with an error, never a crash)
+    except Exception as e:  # a failure is a row with an error, never a crash
         add_error(row, "camera loop", e)
 
 

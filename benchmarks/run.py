@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks import accuracy, loop
 from benchmarks.compare import comparisons, devices
-from benchmarks.latency import default_device_name, device_meta, latency_stats, time_backends
+from benchmarks.latency import default_device_name, device_meta, time_rows
 from benchmarks.rows import add_error, format_table, load_rows, new_row, row_key, save_results
 from benchmarks.settings import BenchError, BenchSettings, check_settings
 from edge.atomic import write_json, write_text
@@ -75,15 +75,19 @@ def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[Ar
     export = run / "export"
     rows, probs = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
-        video = capture_ms = frame_labels = None
+        video = capture_ms = frame_labels = video_error = None
         if s.loop_frames:
             size = (s.frame_width, s.frame_height)
-            video = loop.write_video(loop.frames_from_images(x, s.loop_frames, size), Path(tmp) / "loop.mp4",
-                                     s.video_codec)  # fmt: skip
-            capture_ms = loop.measure_capture(video)
+            try:
+                frames = loop.frames_from_images(x, s.loop_frames, size)
+                video = loop.write_video(frames, Path(tmp) / "loop.mp4", s.video_codec)
+                capture_ms = loop.measure_capture(video)
+            except Exception as e:  # e.g. a codec this OpenCV lacks: every row says so, latency stands
+                video, video_error = None, e
             frame_labels = [int(y[i % len(y)]) for i in range(s.loop_frames)]
-            _log(f"camera loop: {s.loop_frames} frames {size[0]}x{size[1]} ({s.video_codec}), capture alone "
-                 f"{capture_ms:.3f} ms/frame")  # fmt: skip
+            if video is not None:
+                _log(f"camera loop: {s.loop_frames} frames {size[0]}x{size[1]} ({s.video_codec}), capture alone "
+                     f"{capture_ms:.3f} ms/frame")  # fmt: skip
         for t in s.threads:
             opened = []
             for a in arts:
@@ -96,41 +100,28 @@ def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[Ar
                     continue
                 try:
                     clf = Classifier.from_model(export / a.file, a.runtime, t)
-                except Exception as e:  # noqa: BLE001 (a failure is a row with an error, never a crash)
+                except Exception as e:  # a failure is a row with an error, never a crash
                     add_error(row, "load", e)
                     continue
                 if a.format not in probs:
                     try:
                         probs[a.format] = accuracy.predict_images(clf, x)
-                    except Exception as e:  # noqa: BLE001
+                    except Exception as e:  # e.g. a runtime error on some input: the row says so
                         add_error(row, "accuracy", e)
                 opened.append((row, clf))
-            try:
-                timed = time_backends({id(r): c.backend for r, c in opened}, s.runs, s.warmup, s.rounds)
-            except Exception as e:  # noqa: BLE001 (one bad interpreter: time the others one by one)
-                timed = _time_one_by_one(s, opened, e)
+            time_rows([(r, c.backend) for r, c in opened], s.runs, s.warmup, s.rounds)
             for row, clf in opened:
-                if id(row) in timed:
-                    row.update(latency_stats(timed[id(row)]))
-                if video is not None:
+                if video_error is not None:
+                    add_error(row, "camera loop", video_error)
+                elif video is not None:
                     try:
                         row.update(loop.loop_columns(clf, video, s.loop_warmup, frame_labels),
                                    capture_ms=round(capture_ms, 4))  # fmt: skip
-                    except Exception as e:  # noqa: BLE001
+                    except Exception as e:  # the latency figures stand without the loop's
                         add_error(row, "camera loop", e)
                 clf.backend.close()
                 _log(_progress(row))
     return rows, probs
-
-
-def _time_one_by_one(s: BenchSettings, opened: list, first_error: Exception) -> dict:
-    timed = {}
-    for row, clf in opened:
-        try:
-            timed.update(time_backends({id(row): clf.backend}, s.runs, s.warmup, s.rounds))
-        except Exception as e:  # noqa: BLE001
-            add_error(row, "latency", e)
-    return timed
 
 
 def _progress(r: dict) -> str:
