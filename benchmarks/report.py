@@ -192,7 +192,9 @@ def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, nois
     out += ["## Threads", ""] + (threads_section(rows, meta, noise) or ["Only one thread count was measured."])
     loop = loop_section(rows)
     if loop:
-        out += ["", "## Camera loop (edge's loop on a 640x480 video of test images)", *loop]
+        out += ["", "## Camera loop", "", "edge's own loop (edge.app) classifying every frame of a generated 640x480 "
+                "video: test images on this machine, synthetic frames on devices measured with benchmarks.latency.",
+                *loop]  # fmt: skip
     if plots:
         out += ["", "## Plots", ""]
         for name in plots:
