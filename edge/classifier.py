@@ -121,8 +121,9 @@ class Classifier:
         if backend is not None and backend not in BACKENDS:
             raise BackendError(f"unsupported backend {backend!r} for {path}: pass --backend litert or onnxruntime")
         if not path.is_file():
+            what = "is a folder" if path.is_dir() else "not found"
             raise EdgeError(
-                f"{path} not found: pass --model runs/NAME/export/FORMAT.tflite (written by `make export`), "
+                f"{path} {what}: pass --model runs/NAME/export/FORMAT.tflite (written by `make export`), "
                 "or the model inside a bundle"
             )
         manifest_path = find_manifest(path)
@@ -192,10 +193,13 @@ class Classifier:
         """One line for the log: what runs, and how."""
         q = self.input_quantization
         quant = f", input scale {q[0]:.6g} zero point {q[1]}" if q else ""
+        runtime = self.backend.name
+        package = getattr(self.backend, "package", None)  # which LiteRT wheel: ai_edge_litert or tflite_runtime
+        if package:
+            runtime += f" ({package})"
         return (
-            f"{self.entry.file} ({self.entry.format}, sha256 {self.entry.sha256[:12]}, verified) on {self.backend.name}"
-            f"{f' ({pkg})' if (pkg := getattr(self.backend, 'package', None)) else ''}"
-            f", {self.size}x{self.size} {self.backend.input.dtype}{quant}, {len(self.labels)} labels"
+            f"{self.entry.file} ({self.entry.format}, sha256 {self.entry.sha256[:12]}, verified) on {runtime}, "
+            f"{self.size}x{self.size} {self.backend.input.dtype}{quant}, {len(self.labels)} labels"
         )
 
 

@@ -73,9 +73,16 @@ def draw_overlay(img: np.ndarray, result: Result, fps: float | None) -> np.ndarr
 
 
 def _no_gui_error() -> EdgeError:
+    try:
+        from importlib.metadata import version
+
+        pin = f"=={version('opencv-python-headless')}"
+    except Exception:  # not a pip install (apt, source build): any version will do
+        pin = ""
     return EdgeError(
-        f"this OpenCV ({cv2.__version__}) was built without windows (opencv-python-headless): pass --headless "
-        f"or --record out.mp4, or pip install opencv-python=={cv2.__version__} in its place"
+        f"this OpenCV ({cv2.__version__}) was built without windows (opencv-python-headless): pass --headless or "
+        f"--record out.mp4, or swap it for the GUI build: pip uninstall -y opencv-python-headless && pip install "
+        f"opencv-python{pin} (a bundle's ./install.sh --gui does this)"
     )
 
 

@@ -5,6 +5,7 @@
 #   ./install.sh                         # ./.venv with the pinned runtime (numpy, OpenCV, LiteRT)
 #   ./install.sh --service [--source 0]  # ... and the systemd unit edge-classifier.service (needs sudo)
 #   ./install.sh --picamera              # ... able to use the Pi camera (--source picamera) via apt's picamera2
+#   ./install.sh --gui                   # ... with the OpenCV build that opens windows (Pi OS with a desktop)
 #   ./install.sh --pip | --apt           # force a route (default: pip on 64-bit, apt on 32-bit Pi OS)
 #
 # Routes. pip: a plain venv + `pip install -r requirements-edge.txt` (aarch64, x86_64), or
@@ -17,15 +18,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-$HERE/.venv}
-SERVICE=0 PICAMERA=0 ROUTE=auto SOURCE=0
+SERVICE=0 PICAMERA=0 GUI=0 ROUTE=auto SOURCE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --service) SERVICE=1 ;;
     --picamera) PICAMERA=1 ;;
+    --gui) GUI=1 ;;
     --pip) ROUTE=pip ;;
     --apt) ROUTE=apt ;;
     --source) SOURCE=${2:?--source needs a value}; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see ./install.sh --help)" >&2; exit 2 ;;
   esac
   shift
@@ -46,7 +48,7 @@ if [ "$ROUTE" = auto ]; then
 fi
 echo "install.sh: $arch, $ROUTE route, venv $VENV"
 
-site=()
+site=() constraints=()
 if [ "$ROUTE" = apt ]; then
   pkgs=(python3-venv python3-numpy python3-opencv)
   if [ "$PICAMERA" = 1 ]; then pkgs+=(python3-picamera2); fi
@@ -60,7 +62,18 @@ fi
 
 "$PYTHON" -m venv "${site[@]}" "$VENV" \
   || { echo "install.sh: cannot make a venv; on Debian/Pi OS: sudo apt install python3-venv" >&2; exit 1; }
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs"
+if [ "$ROUTE" = apt ]; then
+  # apt's OpenCV and picamera2 are built against apt's numpy (the venv sees it): pip must not install another
+  # over it (ai-edge-litert's ml_dtypes would pull numpy 2), so it picks dependency versions that fit instead.
+  "$VENV/bin/python" -c "import numpy; print('numpy==' + numpy.__version__)" > "$HERE/.constraints-apt.txt"
+  constraints=(-c "$HERE/.constraints-apt.txt")
+fi
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs" "${constraints[@]}"
+if [ "$GUI" = 1 ] && [ "$ROUTE" = pip ]; then  # same OpenCV version, built with windows (apt's one has them)
+  cv=$("$VENV/bin/python" -c "from importlib.metadata import version; print(version('opencv-python-headless'))")
+  "$VENV/bin/python" -m pip uninstall --disable-pip-version-check -q -y opencv-python-headless
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "opencv-python==$cv"
+fi
 "$VENV/bin/python" -c "
 import cv2, numpy
 from edge.backends import load_litert_interpreter
