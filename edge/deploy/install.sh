@@ -34,6 +34,8 @@ while [ $# -gt 0 ]; do
 done
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 apt_install() { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; }
 
 arch=$(uname -m)
@@ -54,8 +56,8 @@ if [ "$ROUTE" = apt ]; then
   if [ "$PICAMERA" = 1 ]; then pkgs+=(python3-picamera2); fi
   apt_install "${pkgs[@]}"
   site=(--system-site-packages)
-  grep -E "^$interpreter==" "$reqs" > "$HERE/.requirements-interpreter.txt"
-  reqs=$HERE/.requirements-interpreter.txt
+  grep -E "^$interpreter==" "$reqs" > "$TMP/requirements-interpreter.txt"
+  reqs=$TMP/requirements-interpreter.txt
 elif [ "$PICAMERA" = 1 ]; then
   echo "install.sh: --picamera needs the apt route (picamera2 is an apt package); drop --pip" >&2; exit 2
 fi
@@ -65,8 +67,8 @@ fi
 if [ "$ROUTE" = apt ]; then
   # apt's OpenCV and picamera2 are built against apt's numpy (the venv sees it): pip must not install another
   # over it (ai-edge-litert's ml_dtypes would pull numpy 2), so it picks dependency versions that fit instead.
-  "$VENV/bin/python" -c "import numpy; print('numpy==' + numpy.__version__)" > "$HERE/.constraints-apt.txt"
-  constraints=(-c "$HERE/.constraints-apt.txt")
+  "$VENV/bin/python" -c "import numpy; print('numpy==' + numpy.__version__)" > "$TMP/constraints.txt"
+  constraints=(-c "$TMP/constraints.txt")
 fi
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs" "${constraints[@]}"
 if [ "$GUI" = 1 ] && [ "$ROUTE" = pip ]; then  # same OpenCV version, built with windows (apt's one has them)
