@@ -10,6 +10,7 @@ flag or a --merge file cannot be used (one line naming it and the fix).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from benchmarks.settings import REFERENCES, BenchError, BenchSettings, parse_threads
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.loop_frames,
         help=f"camera-loop frames, 0: no loop (default {d.loop_frames})",
     )
+    a(
+        "--loop-repeats",
+        type=int,
+        default=d.loop_repeats,
+        help=f"passes over the video, median kept (default {d.loop_repeats})",
+    )
     a("--video-codec", default=d.video_codec, help=f"codec of the generated loop video (default {d.video_codec})")
     a("--device-name", default=d.device_name, help="this machine's name in the device column (default: CPU model)")
     a(
@@ -62,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.run import below_floor, run_benchmarks
 
     try:
-        s = BenchSettings(
-            run=a.run, out=a.out, formats=a.formats, threads=parse_threads(a.threads), runs=a.runs, warmup=a.warmup,
-            rounds=a.rounds, reference=a.reference, max_test_images=a.max_test_images, loop_frames=a.loop_frames,
-            video_codec=a.video_codec, device_name=a.device_name, merge=tuple(a.merge), min_accuracy=a.min_accuracy,
-            noise=a.noise, plots=a.plots,
-        )  # fmt: skip
+        args = {**vars(a), "threads": parse_threads(a.threads), "merge": tuple(a.merge)}
+        s = BenchSettings(**{f.name: args[f.name] for f in dataclasses.fields(BenchSettings) if f.name in args})
         rows = run_benchmarks(s)
     except BenchError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

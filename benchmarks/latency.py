@@ -185,7 +185,7 @@ def _open(path: Path, threads: int, row: dict) -> tuple[Backend | None, object |
 
 
 def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int = 200, warmup: int = 20,
-                   rounds: int = 5, device: str = "", loop_frames: int = 150, loop_warmup: int = 10,
+                   rounds: int = 5, device: str = "", loop_frames: int = 100, loop_warmup: int = 10,
                    frame_size: tuple[int, int] = (640, 480), log=print) -> list[dict]:  # fmt: skip
     """Rows for model files measured here: latency per thread count and, with a manifest, the camera loop."""
     device = device or default_device_name()
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=200, help="timed runs per model and thread count (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     p.add_argument("--rounds", type=int, default=5, help="interleave models in this many rounds (default 5)")
-    p.add_argument("--loop-frames", type=int, default=150, help="camera-loop video frames (0 skips the loop)")
+    p.add_argument("--loop-frames", type=int, default=100, help="camera-loop video frames (0 skips the loop)")
     p.add_argument("--device-name", default="", help="the device column (default: board or CPU model)")
     p.add_argument("--out", default="", help="write {meta, rows} JSON here, for `python -m benchmarks --merge`")
     return p

@@ -115,7 +115,7 @@ def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[Ar
                     add_error(row, "camera loop", video_error)
                 elif video is not None:
                     try:
-                        row.update(loop.loop_columns(clf, video, s.loop_warmup, frame_labels),
+                        row.update(loop.loop_columns(clf, video, s.loop_warmup, frame_labels, s.loop_repeats),
                                    capture_ms=round(capture_ms, 4))  # fmt: skip
                     except Exception as e:  # the latency figures stand without the loop's
                         add_error(row, "camera loop", e)
@@ -197,10 +197,11 @@ def run_benchmarks(s: BenchSettings) -> list[dict]:
     out = Path(s.out) if s.out else run / "bench"
     write_json(out / "bench_settings.json", s.to_dict())  # the resolved settings beside the results
     device = s.device_name or default_device_name()
+    video = {"frames": s.loop_frames, "repeats": s.loop_repeats, "codec": s.video_codec,
+             "size": [s.frame_width, s.frame_height], "source": "test images, stretched"}  # fmt: skip
     meta = {"run": manifest.run, "host": device, "devices": {device: device_meta(device)}, "n_test": int(len(y)),
             "manifest_created": manifest.created, "export_tool_versions": manifest.tool_versions,
-            "not_published": unpublished, "loop_video": {"frames": s.loop_frames, "codec": s.video_codec,
-            "size": [s.frame_width, s.frame_height], "source": "test images, stretched"}}  # fmt: skip
+            "not_published": unpublished, "loop_video": video}  # fmt: skip
     _log(f"{manifest.run}: {len(arts)} artifacts x threads {','.join(map(str, s.threads))} on {device}, "
          f"{len(y)} test images" + (f"; not published: {', '.join(unpublished)}" if unpublished else ""))  # fmt: skip
 
