@@ -70,7 +70,16 @@ if [ "$ROUTE" = apt ]; then
   "$VENV/bin/python" -c "import numpy; print('numpy==' + numpy.__version__)" > "$TMP/constraints.txt"
   constraints=(-c "$TMP/constraints.txt")
 fi
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs" "${constraints[@]}"
+if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs" "${constraints[@]}"; then
+  if [ "$interpreter" = tflite-runtime ]; then
+    # Checked on PyPI: its last armv7l tflite-runtime wheel is 2.5.0 for Python 3.7; Pi OS adds piwheels as an
+    # extra index, which may or may not carry one for this Python.
+    echo "install.sh: no tflite-runtime wheel for $arch and $("$PYTHON" --version 2>&1) was found. Use 64-bit" \
+         "Raspberry Pi OS (recommended: ai-edge-litert, XNNPACK), or install an armv7l tflite-runtime wheel" \
+         "into $VENV yourself and run ./install.sh again." >&2
+  fi
+  exit 1
+fi
 if [ "$GUI" = 1 ] && [ "$ROUTE" = pip ]; then  # same OpenCV version, built with windows (apt's one has them)
   cv=$("$VENV/bin/python" -c "from importlib.metadata import version; print(version('opencv-python-headless'))")
   "$VENV/bin/python" -m pip uninstall --disable-pip-version-check -q -y opencv-python-headless
