@@ -83,7 +83,7 @@ def check_source(spec: SourceSpec) -> None:
     """Fails early, without opening any camera, on a source that cannot work.
 
     Raises:
-        SourceError: picamera2 missing, an empty folder, or an unreadable image; the message says what to do.
+        SourceError: picamera2 missing, an empty folder, an unreadable image or video; the message says what to do.
     """
     if spec.kind == "picamera":
         _import_picamera2()
@@ -91,6 +91,15 @@ def check_source(spec: SourceSpec) -> None:
         raise SourceError(f"{spec.target} has no images ({' '.join(IMAGE_SUFFIXES)}): pass a folder of pictures")
     elif spec.kind == "image" and cv2.imread(str(spec.target)) is None:
         raise SourceError(f"{spec.target} is not a readable image: pass a JPEG or PNG file")
+    elif spec.kind == "video":
+        open_capture(spec).release()  # a file, not a camera: opening it once is harmless and fails early
+
+
+def _unreadable_video(path) -> SourceError:
+    return SourceError(
+        f"{path} is not a video OpenCV can read: convert it (e.g. ffmpeg -i IN -c:v libx264 out.mp4) "
+        "or pass a folder of images"
+    )
 
 
 def quiet_opencv() -> None:
@@ -116,10 +125,7 @@ def open_capture(spec: SourceSpec) -> Capture:
     if spec.kind == "video":
         cap = cv2.VideoCapture(spec.target)
         if not cap.isOpened():
-            raise SourceError(
-                f"{spec.target} is not a video OpenCV can read: convert it (e.g. ffmpeg -i IN -c:v libx264 out.mp4) "
-                "or pass a folder of images"
-            )
+            raise _unreadable_video(spec.target)
         return cap
     if spec.kind == "picamera":
         return PiCamera2Capture()

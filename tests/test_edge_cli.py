@@ -181,9 +181,16 @@ def test_onnxruntime_not_installed(edge_run, tmp_path):
 
 @pytest.mark.parametrize(
     ("source", "message"),
-    [("no/such/clip.mp4", "source no/such/clip.mp4 not found"), ("picamera", "needs picamera2, which is not")],
+    [
+        ("no/such/clip.mp4", "source no/such/clip.mp4 not found"),
+        ("picamera", "needs picamera2, which is not"),
+        ("broken.mp4", "broken.mp4 is not a video OpenCV can read"),
+    ],
 )
-def test_bad_sources_are_one_line_and_exit_2(int8, source, message):
+def test_bad_sources_are_one_line_and_exit_2(int8, tmp_path, source, message):
+    if source == "broken.mp4":
+        source = tmp_path / source
+        source.write_bytes(b"not a video")
     p = run_edge("--headless", "--source", source, "--model", int8)
     lines = _error_lines(p.stderr)
     assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("edge: error: ") and message in lines[0]
