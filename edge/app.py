@@ -83,6 +83,7 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
     # Everything that can be checked without a camera is checked first, cheapest first.
     spec = None if open_source is not None else parse_source(o.source)
     if spec is not None:
+        quiet_opencv()
         check_source(spec)
     if o.record:
         check_record_path(o.record)
@@ -96,8 +97,6 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
     log.info("model %s, %d threads", classifier.describe(), _threads(o.threads))
     log.info("source %s (%s); settings %s", name, "every frame" if every_frame else "latest frame",
              json.dumps({k: v for k, v in asdict(o).items() if v is not None}))  # fmt: skip
-    if spec is not None:
-        quiet_opencv()
     reader = FrameReader(
         open_source or (lambda: open_capture(spec)), name=name, live=live, every_frame=every_frame, loop=o.loop,
         retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s,

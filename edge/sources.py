@@ -9,6 +9,7 @@ Live sources (cameras, streams) are read by edge.reader.FrameReader, which recon
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -103,7 +104,9 @@ def _unreadable_video(path) -> SourceError:
 
 
 def quiet_opencv() -> None:
-    """Stops OpenCV's own warnings (one per failed camera open) from flooding stderr during reconnects."""
+    """Stops OpenCV's and FFmpeg's own messages (one per failed camera open or stream reconnect) from flooding
+    stderr: edge reports outages itself, once. OPENCV_FFMPEG_LOGLEVEL set by the user wins."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read by OpenCV at each open
     try:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     except AttributeError:  # builds without the utils.logging binding
