@@ -206,8 +206,10 @@ def build_run(root: str | Path, seed: int = 0, epochs: int = 12) -> Path:
 
 
 def cached_run(cache_dir: str | Path) -> Path:
-    """build_run() once per version of this file: later test sessions reuse the folder (built atomically)."""
-    key = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    """build_run() once per version of this file and of the preprocessing it trains through: later test sessions
+    reuse the folder (built atomically)."""
+    sources = Path(__file__).read_bytes() + (REPO / "edge" / "preprocess.py").read_bytes()
+    key = hashlib.sha256(sources).hexdigest()[:12]
     final = Path(cache_dir) / f"edge-model-{key}"
     if not (final / RUN_NAME / "export" / "manifest.json").is_file():
         Path(cache_dir).mkdir(parents=True, exist_ok=True)

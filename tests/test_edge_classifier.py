@@ -13,7 +13,7 @@ from edge_model import LABELS, SAMPLES, make_images, read_labels_csv, session_ru
 from edge.classifier import Category, Classifier
 from edge.errors import BackendError
 from edge.manifest import ManifestError
-from edge.preprocess import dequantize
+from edge.preprocess import bgr_to_input, dequantize
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +78,7 @@ def test_quantization_comes_from_the_interpreter(edge_run, pictures):
     # The classifier's input tensor and scores are exactly what the interpreter's own parameters give.
     frame = pictures[0][0]
     x = clf.preprocess(frame)
-    rgb = cv2.cvtColor(cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    rgb = bgr_to_input(frame, 32)  # the one preprocessing; what is checked here is the quantization
     scale, zp = i["quantization"]
     expected = np.clip(np.round(rgb.astype(np.float32) / scale) + zp, -128, 127).astype(np.int8)
     assert x.dtype == np.int8 and np.array_equal(x[0], expected)
