@@ -88,6 +88,17 @@ def _package_files() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+def _benchmark_files() -> list[Path]:
+    """benchmarks/ files that `python -m benchmarks.latency` needs on the device (TF-free, edge requirements only).
+
+    Imported here, at bundle time on the training machine, never by the runtime itself.
+    """
+    from benchmarks.latency import DEVICE_FILES
+
+    root = PACKAGE.parent / "benchmarks"
+    return [root / name for name in DEVICE_FILES]
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: float, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), int(mtime), mode
@@ -130,10 +141,12 @@ def build_bundle(options: BundleOptions) -> Path:
     bundled_manifest = json.dumps(manifest.with_artifacts([entry]).to_dict(), indent=2) + "\n"
     out = Path(options.out) / f"{top}.tar.gz"
     with atomic_path(out) as tmp, tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for d in (top, f"{top}/edge", f"{top}/model"):
+        for d in (top, f"{top}/edge", f"{top}/model", f"{top}/benchmarks"):
             _add_dir(tar, d, now)
         for p in _package_files():
             _add(tar, f"{top}/edge/{p.relative_to(PACKAGE).as_posix()}", p.read_bytes(), now)
+        for p in _benchmark_files():
+            _add(tar, f"{top}/benchmarks/{p.name}", p.read_bytes(), now)
         _add(tar, f"{top}/{model}", artifact.read_bytes(), now)
         _add(tar, f"{top}/model/{MANIFEST_NAME}", bundled_manifest.encode(), now)
         for bundled, candidates in REQUIREMENTS.items():

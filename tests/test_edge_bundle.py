@@ -63,6 +63,11 @@ def test_bundle_contents(edge_run, tmp_path):
         assert top + name in members, name
     assert members[top + "install.sh"].mode & 0o111
     assert not any(n.endswith(".onnx") or "fp32" in n for n in members)  # one artifact only
+    from benchmarks.latency import DEVICE_FILES
+
+    assert {n for n in members if n.startswith(f"{top}benchmarks/") and members[n].isfile()} == {
+        f"{top}benchmarks/{f}" for f in DEVICE_FILES
+    }
 
     root = _extract(tarball, tmp_path / "x")
     assert (root / "requirements-edge.txt").read_bytes() == (REPO / "requirements" / "edge.txt").read_bytes()
@@ -156,6 +161,13 @@ def test_bundle_installs_in_a_fresh_venv_and_classifies(edge_run, tmp_path):
     assert p.returncode == 0, p.stderr
     truth = read_labels_csv(SAMPLES / "labels.csv")
     assert [json.loads(line)["label"] for line in p.stdout.splitlines()] == [truth[n] for n in sorted(truth)]
+    # The device-side benchmark runs from the bundle too, with nothing but the edge requirements.
+    cmd = [str(venv_python), "-m", "benchmarks.latency", "--model", "model/tflite_int8.tflite", "--threads", "1",
+           "--runs", "5", "--warmup", "1", "--device-name", "pi-test", "--out", "rows.json"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads((root / "rows.json").read_text())["rows"]
+    assert rows and all(r["device"] == "pi-test" and r["latency_ms_median"] > 0 for r in rows)
 
 
 @pytest.mark.slow
