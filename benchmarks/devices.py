@@ -69,7 +69,7 @@ DEVICES: dict[str, DeviceFigure] = {
         board="Raspberry Pi 4 (BCM2711, 4x Cortex-A72 1.5 GHz), Raspbian Buster",
         cores=4,
         ms=44.0,
-        source="XNNPACK README, RPi 4, MobileNetV2 1.0 224 fp32 44 ms",
+        source="XNNPACK RPi 4 MobileNetV2 1.0 224 fp32 44 ms",
         citation='XNNPACK README, "Raspberry Pi" table: multi-threaded, benchmarked February 12, 2020 with '
         "end2end-bench --benchmark_min_time=5 on a Raspbian Buster build, randomized weights; MobileNet v2 1.0X: "
         "RPi 2 197 ms, RPi 3+ 79 ms, RPi 4 44 ms. " + _XNNPACK_2020 + ". Later versions of the same table "
@@ -80,7 +80,7 @@ DEVICES: dict[str, DeviceFigure] = {
         board="Raspberry Pi 5 (BCM2712, 4x Cortex-A76 2.4 GHz)",
         cores=4,
         ms=44.0 / PI5_SPEEDUP_OVER_PI4,
-        source=f"XNNPACK RPi 4 44 ms / {PI5_SPEEDUP_OVER_PI4:g} (Raspberry Pi's 2-3x Pi 5 CPU uplift)",
+        source=f"XNNPACK RPi 4 MobileNetV2 1.0 224 fp32 44 ms / {PI5_SPEEDUP_OVER_PI4:g} (RPi 5: 2-3x RPi 4)",
         citation="A ratio, not a measurement: the pi4 entry's 44 ms divided by "
         f"{PI5_SPEEDUP_OVER_PI4:g}, the low end of Raspberry Pi's own statement on BCM2712: \"In aggregate, the new "
         "features present in BCM2712 deliver a performance uplift of 2-3x over Raspberry Pi 4 for common CPU or "
@@ -141,10 +141,8 @@ def predict_ms(figure: DeviceFigure, macs: float, speed_ratio: float = 1.0) -> f
 
 def predicted_label(figure: DeviceFigure, macs_how: str, scaled: bool) -> str:
     """The latency_source text of a predicted figure: what it rests on, in a few words."""
-    parts = [figure.source, "x MACs ratio" + (" (MACs derived)" if macs_how != "table" else "")]
-    if scaled:
-        parts.append("x latency ratio to float32 measured here")
-    return "predicted: " + " ".join(parts)
+    text = f"predicted: {figure.source} x MACs/300" + (" (MACs derived)" if macs_how != "table" else "")
+    return text + (" x ratio to float32 measured here" if scaled else "")
 
 
 def measured_label(device: str) -> str:

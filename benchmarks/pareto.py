@@ -133,9 +133,10 @@ def plot_pareto(rows: list[dict], budget_ms: float, best: dict | None, device: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     alphas = sorted({r["alpha"] for r in pts})
-    fig, ax = plt.subplots(figsize=(10, 5.6))
+    fig, ax = plt.subplots(figsize=(11, 6.2))
     front = pareto_front(rows)
     on_front = {id(r) for r in front}
     seen = set()
@@ -143,32 +144,36 @@ def plot_pareto(rows: list[dict], budget_ms: float, best: dict | None, device: s
         on = id(r) in on_front
         color = colormaps["tab10"](_ORDER.get(r["format"], len(_ORDER)) % 10)
         label = r["format"] if r["format"] not in seen else None
-        seen.add(r["format"])
-        ax.scatter(r[X], r[Y] * 100, s=30 + r["size"] ** 2 / 120, marker=_MARKERS[alphas.index(r["alpha"]) % 8],
-                   facecolor=color if on else "none", edgecolor="black" if on else color, linewidth=1.3,
-                   zorder=4 if on else 3, label=label, alpha=0.9)  # fmt: skip
+        seen.add(r["format"])  # dominated artifacts: hollow and faint, so the front reads first
+        ax.scatter(r[X], r[Y] * 100, s=18 + r["size"] ** 2 / 220, marker=_MARKERS[alphas.index(r["alpha"]) % 8],
+                   facecolor=color if on else "none", edgecolor="black" if on else color, linewidth=1.2,
+                   zorder=4 if on else 3, label=label, alpha=1.0 if on else 0.55)  # fmt: skip
     ax.step([r[X] for r in front], [r[Y] * 100 for r in front], where="post", color="black", lw=1, ls="--",
-            zorder=2, label="Pareto front (filled)")  # fmt: skip
-    for n, r in enumerate(front):
-        ax.annotate(f"{r['point']}\n{r['format']}", (r[X], r[Y] * 100), xytext=(7, -22 - 11 * (n % 2)),
-                    textcoords="offset points", fontsize=7.5)  # fmt: skip
-    ax.axvline(budget_ms, color="tab:red", lw=1.5, label=f"budget {budget_ms:g} ms")
+            zorder=2, label="Pareto front (filled markers)")  # fmt: skip
+    for n, r in enumerate(front):  # above and left of each front point: the dominated cloud is below and right
+        ax.annotate(f"{r['point']} {r['format']}", (r[X], r[Y] * 100), xytext=(-6, 7 + 9 * (n % 2)),
+                    textcoords="offset points", ha="right", fontsize=7.5, zorder=6,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
+    ax.axvline(budget_ms, color="dimgray", lw=2, ls=":", zorder=1, label=f"budget {budget_ms:g} ms")
     if best is not None:
-        ax.scatter(best[X], best[Y] * 100, s=520, facecolor="none", edgecolor="tab:red", linewidth=2.4, zorder=5,
+        ax.scatter(best[X], best[Y] * 100, s=650, facecolor="none", edgecolor="black", linewidth=2.2, zorder=5,
                    label=f"pick: {name(best)}")  # fmt: skip
     for k, a in enumerate(alphas):  # legend entries for the shapes
         ax.scatter([], [], marker=_MARKERS[k % 8], facecolor="none", edgecolor="gray", label=f"width {a:g}")
     xs = [r[X] for r in pts] + [budget_ms]
     if max(xs) / max(min(xs), 1e-9) > 8:
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlim(min(xs) / 1.6, max(xs) * 1.3)
     lo, hi = min(r[Y] for r in pts) * 100, max(r[Y] for r in pts) * 100
-    pad = max(1.0, (hi - lo) * 0.15)
-    ax.set_ylim(lo - 2 * pad, min(100.0, hi) + pad)
+    pad = max(0.5, (hi - lo) * 0.12)
+    ax.set_ylim(lo - pad, min(100.5, hi + 2 * pad))
     sources = sorted({_how(r) for r in pts})
-    ax.set_xlabel(f"latency on {device}, ms ({' and '.join(sources)}; marker size: input size)")
+    ax.set_xlabel(f"latency on {device}, ms, inference only ({' and '.join(sources)})")
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title(f"Accuracy against latency on {device}: up and left is better", fontsize=11)
+    ax.set_title(f"Accuracy against latency on {device}: up and left is better (marker size: input size)",
+                 fontsize=11)  # fmt: skip
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.8)
     with atomic_path(path) as tmp:
@@ -177,13 +182,17 @@ def plot_pareto(rows: list[dict], budget_ms: float, best: dict | None, device: s
     return path
 
 
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def _cell(v, digits: int = 3) -> str:
     if v is None or v == "":
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        return _ms(v) if digits < 0 else f"{v:.{digits}f}"
     return str(v).replace("|", "/")
 
 
@@ -191,7 +200,7 @@ def rows_table(rows: list[dict]) -> str:
     """Markdown table of the rows' decision columns."""
     cols = (("Point", "point", 0), ("Format", "format", 0), ("Top-1", "top1", 4), ("Agreement", "agreement", 4),
             ("MB", "size_mb", 2), ("MACs M", "macs_m", 1), ("ms here", "latency_ms_here", 3),
-            ("ms device", "latency_ms_device", 2), ("Source", "latency_source", 0), ("Fits", "within_budget", 0),
+            ("ms device", "latency_ms_device", -1), ("Source", "latency_source", 0), ("Fits", "within_budget", 0),
             ("Error", "error", 0))  # fmt: skip
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_cell(r.get(k), d) for _, k, d in cols) + " |" for r in rows]
@@ -204,12 +213,15 @@ def _method(settings: dict, host: str) -> list[str]:
 
     device, threads = settings["device"], settings["threads"]
     if device == "this":
-        return [f"Latency measured here ({host}, {threads} threads), inference only."]
+        return [f"Latency measured here ({host}, {_threads(threads)}), inference only."]
     fig = devices.DEVICES[device]
     lines = [f"Latency on {device} is **predicted** unless a row says `measured`: {fig.ms:g} ms for MobileNetV2 1.0 "
-             f"at 224, float32 ({fig.board}), x the model's MACs / 300 M, x the artifact's latency over its float32 "
-             f"counterpart's measured here ({host}, {threads} threads; 1 for float32). See benchmarks/devices.py.",
-             "", f"- Source: {fig.citation}"]  # fmt: skip
+             f"at 224, float32, {fig.cores} threads ({fig.board}), x the model's MACs / 300 M, x the artifact's "
+             f"latency over its float32 counterpart's measured here ({host}, {_threads(threads)}; 1 for float32). "
+             "See benchmarks/devices.py.", "", f"- Source: {fig.citation}"]  # fmt: skip
+    if threads != fig.cores:
+        lines.append(f"- The ratios were measured with {_threads(threads)}, the {device} figure is for {fig.cores}: "
+                     f"pass --threads {fig.cores} to measure them as the board will run.")  # fmt: skip
     if fig.derivation:
         lines.append(f"- Derived: {fig.derivation}.")
     lines += ["- MACs: " + devices.MACS_SOURCE + "; sizes not in it are scaled by (size/224)^2 from the same "

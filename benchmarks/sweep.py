@@ -81,6 +81,8 @@ def resolve(s: SweepSettings) -> SweepSettings:
     Raises:
         SweepError: a value out of range, an unknown device or format, a width the MACs table lacks (Pi targets).
     """
+    if s.data not in ("digits", "cats_vs_dogs") and not Path(s.data).is_dir():
+        raise SweepError(f"--data {s.data}: no such folder; pass digits, cats_vs_dogs or a folder of class folders")
     if s.device not in devices.TARGETS:
         raise SweepError(f"--device {s.device!r} is not known: choose from {', '.join(devices.TARGETS)}")
     if not s.alphas or not s.sizes:
@@ -158,7 +160,8 @@ COLUMNS = (
 
 
 def point_name(alpha: float, size: int) -> str:
-    return f"a{alpha:g}-s{size}"
+    """a0.35-s96, a1.0-s224: the grid point's run folder name."""
+    return f"a{float(alpha)}-s{int(size)}"
 
 
 def new_row(s: SweepSettings, alpha: float, size: int, fmt: str, device: str, **fields) -> dict:
@@ -331,7 +334,8 @@ def run_sweep(s: SweepSettings, train_base=None) -> dict:
             why = (f"not run: --max-minutes {s.max_minutes:g} would be exceeded ({used / 60:.1f} min used, this "
                    f"point estimated at {(est or 0) / 60:.1f} min)")  # fmt: skip
             not_run.append({"point": name, "reason": why})
-            rows += [new_row(s, alpha, size, f, s.device, error=why) for f in s.formats.split(",")]
+            device = s.device if s.device != "this" else host
+            rows += [new_row(s, alpha, size, f, device, error=why) for f in s.formats.split(",")]
             _log(f"--- {name}: {why}")
             continue
         t = time.monotonic()
