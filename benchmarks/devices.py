@@ -10,7 +10,9 @@ is than its float32 counterpart when both are measured here (same runtime, same 
 That assumes (a) latency follows MACs within the MobileNetV2 family, which holds best for the larger models:
 the smallest (0.35 at 96: 11 M MACs) spend a larger share of their time outside the convolutions, so their
 prediction is optimistic; (b) the int8/float ratio measured on this machine carries over to the Pi's Arm cores,
-which it does only roughly (XNNPACK's int8 kernels gain more on Arm than on x86 with VNNI, or less: measure).
+which it does only roughly (XNNPACK's int8 kernels gain more on Arm than on x86 with VNNI, or less: measure);
+(c) the figure is XNNPACK's (LiteRT), so onnxruntime float32 artifacts are taken to run as fast on the Pi, and
+their latency_source says so.
 Every predicted figure is labelled "predicted: ..." and a row measured on the board itself
 (`python -m benchmarks.latency --device-name pi4`) replaces it.
 
@@ -139,10 +141,12 @@ def predict_ms(figure: DeviceFigure, macs: float, speed_ratio: float = 1.0) -> f
     return figure.ms * (macs / reference) * speed_ratio
 
 
-def predicted_label(figure: DeviceFigure, macs_how: str, scaled: bool) -> str:
+def predicted_label(figure: DeviceFigure, macs_how: str, scaled: bool, runtime: str = "litert") -> str:
     """The latency_source text of a predicted figure: what it rests on, in a few words."""
     text = f"predicted: {figure.source} x MACs/300" + (" (MACs derived)" if macs_how != "table" else "")
-    return text + (" x ratio to float32 measured here" if scaled else "")
+    text += " x ratio to float32 measured here" if scaled else ""
+    # The figure is XNNPACK's; another runtime's float32 is taken to run as fast, which is an assumption.
+    return text + (f"; {runtime} float32 taken as fast as XNNPACK" if runtime != "litert" else "")
 
 
 def measured_label(device: str) -> str:
@@ -202,4 +206,6 @@ def add_device_latency(rows: list[dict], target: str, measured: list[dict] = (),
                     continue
                 ratio = r["latency_ms_here"] / f["latency_ms_here"]
             r["latency_ms_device"] = round(predict_ms(figure, r["macs_m"], ratio), 4)
-            r["latency_source"] = predicted_label(figure, r["macs_source"], ref is not None)
+            r["latency_source"] = predicted_label(
+                figure, r["macs_source"], ref is not None, r.get("runtime") or "litert"
+            )

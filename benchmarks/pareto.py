@@ -17,6 +17,28 @@ from edge.atomic import atomic_path
 from edge.formats import FORMATS
 
 X, Y = "latency_ms_device", "top1"  # the two axes of every decision here
+# sweep.csv: one row per grid point x artifact, in this column order.
+COLUMNS = (
+    "point",  # grid point, aA-sS: the run folder's name inside the sweep folder
+    "alpha",  # MobileNetV2 width
+    "size",  # input side, pixels
+    "format",  # key in edge.formats.FORMATS
+    "runtime",  # litert or onnxruntime
+    "threads",  # interpreter threads of latency_ms_here (and of the device figure it is scaled from)
+    "macs_m",  # multiply-accumulates, millions (devices.macs_m)
+    "macs_source",  # "table" (MobileNetV2 paper) or "derived: ..." (scaled by input area from the 224 figure)
+    "size_mb",  # artifact file size, 10^6 bytes
+    "top1",  # test top-1 of this artifact, measured here
+    "agreement",  # fraction of test images whose top-1 equals the float Keras model's
+    "latency_ms_here",  # median inference latency on this machine
+    "device",  # the target: pi4, pi5, or this machine's name
+    "latency_ms_device",  # latency on the target: predicted, or measured (latency_source says which)
+    "latency_source",  # "predicted: <what it rests on>" or "measured: <device>"
+    "within_budget",  # latency_ms_device <= --budget-ms
+    "run",  # the point's run folder: `make bundle RUN=<run> FORMAT=<format>`
+    "sha256",  # first 12 hex digits of the artifact's sha256 (what --merge rows are matched on)
+    "error",  # why the row cannot be ranked (train, export, bench, predict, not run); empty when it can
+)
 
 
 def usable(row: dict) -> bool:
@@ -150,8 +172,15 @@ def plot_pareto(rows: list[dict], budget_ms: float, best: dict | None, device: s
                    zorder=4 if on else 3, label=label, alpha=1.0 if on else 0.55)  # fmt: skip
     ax.step([r[X] for r in front], [r[Y] * 100 for r in front], where="post", color="black", lw=1, ls="--",
             zorder=2, label="Pareto front (filled markers)")  # fmt: skip
-    for n, r in enumerate(front):  # above and left of each front point: the dominated cloud is below and right
-        ax.annotate(f"{r['point']} {r['format']}", (r[X], r[Y] * 100), xytext=(-6, 7 + 9 * (n % 2)),
+    spots: dict[tuple, list[dict]] = {}  # artifacts at the same spot share one label
+    for r in front:
+        spots.setdefault((round(r[X], 4), round(r[Y], 4)), []).append(r)
+    for n, rs in enumerate(spots.values()):  # above and left of each spot: the dominated cloud is below and right
+        by_point: dict[str, list[str]] = {}
+        for r in rs:
+            by_point.setdefault(r["point"], []).append(r["format"])
+        text = "\n".join(f"{p} {', '.join(dict.fromkeys(fs))}" for p, fs in by_point.items())
+        ax.annotate(text, (rs[0][X], rs[0][Y] * 100), xytext=(-6, 7 + 9 * (n % 2)),
                     textcoords="offset points", ha="right", fontsize=7.5, zorder=6,
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
     ax.axvline(budget_ms, color="dimgray", lw=2, ls=":", zorder=1, label=f"budget {budget_ms:g} ms")
@@ -258,7 +287,7 @@ def render_markdown(result: dict, settings: dict, plot: Path | None) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, result: dict, settings: dict, columns: tuple[str, ...], plots: bool = True) -> None:
+def write_report(out: Path, result: dict, settings: dict, plots: bool = True) -> None:
     """sweep.csv (one row per artifact), sweep.json (settings, rows, pick), pareto.png and sweep.md, atomically."""
     import csv
     import io
@@ -266,7 +295,7 @@ def write_report(out: Path, result: dict, settings: dict, columns: tuple[str, ..
     from edge.atomic import write_json, write_text
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(result["rows"])
     write_text(out / "sweep.csv", buf.getvalue())

@@ -44,11 +44,11 @@ class SweepSettings:
     sizes: tuple[int, ...] = (96, 128, 160, 224)  # square input sides
     device: str = "pi4"  # target: pi4 or pi5 (latency predicted from devices.DEVICES), or this (measured here)
     budget_ms: float = 33.0  # latency budget on the device, inference only; 33 ms is one frame at 30 FPS
-    epochs: int | None = None  # training knobs passed to every point; None = train's default
-    fine_tune_epochs: int | None = None
-    qat_epochs: int | None = None
-    weights: str | None = None
-    batch_size: int | None = None
+    epochs: int | None = None  # phase 1 epochs of every point; None = train's default (so for the four below)
+    fine_tune_epochs: int | None = None  # phase 2 epochs
+    qat_epochs: int | None = None  # phase 3 (quantization-aware training) epochs
+    weights: str | None = None  # "imagenet", "none" or a local .h5 file
+    batch_size: int | None = None  # training batch size
     formats: str = "all"  # export formats (edge.formats); each int8/fp16/dynamic one brings its float32
     #   counterpart, whose latency here is what a Pi prediction scales by
     threads: int = 0  # interpreter threads here; 0 = the device's cores (pi4, pi5: 4), or this machine's for "this"
@@ -136,29 +136,6 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-COLUMNS = (
-    "point",  # grid point, aA-sS: the run folder's name inside the sweep folder
-    "alpha",  # MobileNetV2 width
-    "size",  # input side, pixels
-    "format",  # key in edge.formats.FORMATS
-    "runtime",  # litert or onnxruntime
-    "threads",  # interpreter threads of latency_ms_here (and of the device figure it is scaled from)
-    "macs_m",  # multiply-accumulates, millions (devices.macs_m)
-    "macs_source",  # "table" (MobileNetV2 paper) or "derived: ..." (scaled by input area from the 224 figure)
-    "size_mb",  # artifact file size, 10^6 bytes
-    "top1",  # test top-1 of this artifact, measured here
-    "agreement",  # fraction of test images whose top-1 equals the float Keras model's
-    "latency_ms_here",  # median inference latency on this machine
-    "device",  # the target: pi4, pi5, or this machine's name
-    "latency_ms_device",  # latency on the target: predicted, or measured (latency_source says which)
-    "latency_source",  # "predicted: <what it rests on>" or "measured: <device>"
-    "within_budget",  # latency_ms_device <= --budget-ms
-    "run",  # the point's run folder: `make bundle RUN=<run> FORMAT=<format>`
-    "sha256",  # first 12 hex digits of the artifact's sha256 (what --merge rows are matched on)
-    "error",  # why the row cannot be ranked (train, export, bench, predict, not run); empty when it can
-)
-
-
 def point_name(alpha: float, size: int) -> str:
     """a0.35-s96, a1.0-s224: the grid point's run folder name."""
     return f"a{float(alpha)}-s{int(size)}"
@@ -170,7 +147,7 @@ def new_row(s: SweepSettings, alpha: float, size: int, fmt: str, device: str, **
         macs, how = devices.macs_m(alpha, size)
     except devices.DeviceError:  # --device this with a width the table lacks: MACs are only informative there
         macs, how = None, "unknown width"
-    row = dict.fromkeys(COLUMNS)
+    row = dict.fromkeys(pareto.COLUMNS)
     row.update(point=point_name(alpha, size), alpha=alpha, size=size, format=fmt, threads=s.threads, macs_m=macs,
                macs_source=how, device=device, run=str(s.sweep_dir / point_name(alpha, size)), error="",
                runtime=FORMATS[fmt].runtime if fmt in FORMATS else None)  # fmt: skip
@@ -248,7 +225,6 @@ def run_point(s: SweepSettings, base, alpha: float, size: int, host: str) -> tup
     Returns:
         (one row per asked format, whether this call trained). A stage that fails makes rows with an error.
     """
-    from benchmarks.settings import BenchError
     from train.run import run_training
 
     run = s.sweep_dir / point_name(alpha, size)
@@ -275,7 +251,7 @@ def run_point(s: SweepSettings, base, alpha: float, size: int, host: str) -> tup
         return rows, fresh
     try:
         bench_rows, bench_host = _bench(s, run, measured)
-    except (BenchError, ValueError, OSError) as e:
+    except Exception as e:  # BenchError, or anything else: the rows say so and the sweep goes on
         return rows + failed("bench", e, measured), fresh
     device = s.device if s.device != "this" else bench_host
     for f in measured:
@@ -351,7 +327,7 @@ def run_sweep(s: SweepSettings, train_base=None) -> dict:
     best, other, message = pareto.verdict(rows, s.budget_ms, s.device)
     result = {"rows": rows, "pick": best, "runner_up": other, "message": message, "not_run": not_run, "host": host,
               "exit_code": 0 if best else NOTHING_FITS}  # fmt: skip
-    pareto.write_report(out, result, s.to_dict(), COLUMNS, s.plots)
+    pareto.write_report(out, result, s.to_dict(), s.plots)
     return result
 
 
