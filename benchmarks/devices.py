@@ -7,10 +7,11 @@
 The model: a MobileNetV2's latency on a board is the board's reference figure (MobileNetV2 1.0 at 224, float32)
 scaled by the model's multiply-accumulates over the reference's, times how much faster or slower this artifact
 is than its float32 counterpart when both are measured here (same runtime, same thread count; 1 for float32).
-That assumes (a) latency follows MACs within the MobileNetV2 family, which holds best for the larger models:
-the smallest (0.35 at 96: 11 M MACs) spend a larger share of their time outside the convolutions, so their
-prediction is optimistic; (b) the int8/float ratio measured on this machine carries over to the Pi's Arm cores,
-which it does only roughly (XNNPACK's int8 kernels gain more on Arm than on x86 with VNNI, or less: measure);
+That assumes (a) latency follows MACs within the MobileNetV2 family; the smallest models (0.35 at 96: 11 M MACs)
+spend a larger share of their time in memory-bound layers and per-operator overhead, so their prediction is likely
+optimistic; (b) the int8/float ratio measured on this machine carries over to the Pi's Arm cores, which it does
+only roughly: x86 and Arm int8 kernels differ, and even on one Pi 4 XNNPACK's own table gives int8/fp32 0.49 on
+32-bit Raspbian and 0.37 on 64-bit (20/41 and 17/46 ms, Feb 8, 2022);
 (c) the figure is XNNPACK's (LiteRT), so onnxruntime float32 artifacts are taken to run as fast on the Pi, and
 their latency_source says so.
 Every predicted figure is labelled "predicted: ..." and a row measured on the board itself
@@ -23,9 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Multiply-accumulates (millions) per width and input side: the MobileNetV2 paper's table (Sandler et al., CVPR 2018,
-# https://arxiv.org/abs/1801.04381) as reproduced in the Keras applications docstring, "MACs" column
-# (tf_keras/src/applications/mobilenet_v2.py, also keras/applications/mobilenet_v2.py).
+# Multiply-accumulates (millions) per width and input side: the "MACs (M)" column of the table of the paper's 22
+# checkpoints (MobileNetV2, Sandler et al., CVPR 2018, https://arxiv.org/abs/1801.04381) as reproduced in the Keras
+# applications docstring (tf_keras/src/applications/mobilenet_v2.py, also keras/applications/mobilenet_v2.py).
 MACS_M: dict[tuple[float, int], float] = {
     (1.4, 224): 582, (1.3, 224): 509,
     (1.0, 224): 300, (1.0, 192): 221, (1.0, 160): 154, (1.0, 128): 99, (1.0, 96): 56,

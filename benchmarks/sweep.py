@@ -11,7 +11,8 @@ on from where it stopped. Raspberry Pi latency is predicted (benchmarks/devices.
 board are given with --merge. Writes sweep.csv, sweep.json, pareto.png and sweep.md into the sweep folder.
 
 Exit codes: 0 a pick (sweep.md names it and the `make bundle` command); 2 a flag, the data or a --merge file cannot
-be used (one line naming it); 3 nothing fits the budget (sweep.md names the fastest option and its latency).
+be used (one line naming it); 3 nothing fits the budget, or no point produced a usable artifact (sweep.md names the
+fastest option and its latency, or says why); 130 interrupted (run the same command again to go on).
 """
 
 from __future__ import annotations
@@ -374,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what is done stays done: the same command goes on from there
+        print("\ninterrupted: run the same command again to go on where the sweep stopped", file=sys.stderr)
+        return 130
     print("\n" + result["message"], flush=True)
     return result["exit_code"]
 
