@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from benchmarks.rows import add_error, format_table, new_row
 from benchmarks.settings import BenchError, parse_threads
 from edge.backends import Backend, backend_for_file, create_backend, load_litert_interpreter
 from edge.formats import FORMATS, format_for_file
-from edge.manifest import TensorSpec, find_manifest, sha256_file
+from edge.manifest import TensorSpec, find_manifest, package_versions, sha256_file
 
 # What a device needs of benchmarks/ (beside edge/) to run this module: a bundle ships these files.
 DEVICE_FILES = ("__init__.py", "settings.py", "rows.py", "loop.py", "latency.py")
@@ -72,12 +71,7 @@ def default_device_name() -> str:
 
 def device_meta(device: str) -> dict:
     """What made the rows: machine, CPU, Python and runtime versions, load at the time."""
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = package_versions(_PACKAGES)
     try:
         litert = load_litert_interpreter().__module__.split(".")[0]
     except Exception as e:  # reported, not fatal: ONNX-only devices exist

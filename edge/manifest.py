@@ -119,6 +119,19 @@ class Manifest:
         return manifest_from_dict(d, "<memory>")
 
 
+def package_versions(names) -> dict[str, str]:
+    """Installed version of each named distribution that is present (manifests and benchmark rows record them)."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

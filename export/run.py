@@ -8,7 +8,6 @@ import importlib
 import json
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from edge.manifest import (
     ManifestError,
     Preprocessing,
     load_manifest,
+    package_versions,
     sha256_file,
     write_manifest,
 )
@@ -43,13 +43,7 @@ def _log(msg: str) -> None:
 
 
 def tool_versions() -> dict:
-    out = {}
-    for name in _TOOLS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(_TOOLS)
 
 
 def _load_models(run: Path):
