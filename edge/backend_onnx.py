@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends import Backend, _first_line
+from edge.backends import Backend, _first_line, check_single_io
 from edge.errors import BackendError
 from edge.manifest import TensorSpec
 
@@ -45,11 +45,7 @@ class OnnxBackend(Backend):
                 f"{model_path} is not a model onnxruntime can run ({_first_line(e)}): copy it again or re-run export"
             ) from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BackendError(
-                f"{model_path} has {len(inputs)} inputs and {len(outputs)} outputs; an image classifier has one of "
-                "each: export it with `python -m export`"
-            )
+        check_single_io(model_path, len(inputs), len(outputs))
         self._in_name, self._out_name = inputs[0].name, outputs[0].name
         self.input, self.output = _onnx_spec(inputs[0], model_path), _onnx_spec(outputs[0], model_path)
 

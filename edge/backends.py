@@ -60,6 +60,15 @@ def load_litert_interpreter():
         ) from None
 
 
+def check_single_io(model_path, n_inputs: int, n_outputs: int) -> None:
+    """An image classifier has one input and one output tensor; anything else is not an export of ours."""
+    if n_inputs != 1 or n_outputs != 1:
+        raise BackendError(
+            f"{model_path} has {n_inputs} inputs and {n_outputs} outputs; an image classifier has one of "
+            "each: export it with `python -m export`"
+        )
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -81,11 +90,7 @@ class LiteRTBackend(Backend):
                 f"{model_path} is not a model LiteRT can run ({_first_line(e)}): copy it again or re-run export"
             ) from None
         inputs, outputs = self._it.get_input_details(), self._it.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BackendError(
-                f"{model_path} has {len(inputs)} inputs and {len(outputs)} outputs; an image classifier has one of "
-                "each: export it with `python -m export`"
-            )
+        check_single_io(model_path, len(inputs), len(outputs))
         self._in, self._out = inputs[0]["index"], outputs[0]["index"]
         self.input, self.output = _litert_spec(inputs[0]), _litert_spec(outputs[0])
 

@@ -46,8 +46,8 @@ def tool_versions() -> dict:
     return package_versions(_TOOLS)
 
 
-def _load_models(run: Path):
-    """(float model, QAT model or None, sha256 of each file)."""
+def _load_models(run: Path, need_qat: bool):
+    """({"float": model, "qat": model if asked for and present}, sha256 of each loaded file)."""
     from train.run import FLOAT_MODEL, QAT_MODEL
 
     f = run / FLOAT_MODEL
@@ -59,7 +59,7 @@ def _load_models(run: Path):
     models = {"float": keras.models.load_model(str(f), compile=False)}
     shas = {"float": sha256_file(f)}
     q = run / QAT_MODEL
-    if q.is_file():
+    if need_qat and q.is_file():  # loading and predicting with it costs seconds: only when a format needs it
         from train.qat import load_qat_model
 
         models["qat"] = load_qat_model(q)
@@ -118,7 +118,7 @@ def export_run(s: ExportSettings) -> dict:
 
     ts = load_settings(run)
     labels = (run / "labels.txt").read_text().split("\n")[:-1] if (run / "labels.txt").is_file() else []
-    models, shas = _load_models(run)
+    models, shas = _load_models(run, need_qat=any(f.source == "qat" for f in formats))
     _check_labels(run, labels, models["float"])
     test_x, test_y, _ = load_split(run, "test")
     if s.max_test_images:
