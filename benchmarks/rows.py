@@ -39,12 +39,13 @@ COLUMNS = (
     "latency_ms_min",
     "n_runs",  # timed runs behind the latency figures (warm-up runs excluded)
     "fps",  # 1000 / latency_ms_median: the runtime alone
-    "loop_fps",  # frames per second of the camera loop (capture thread, preprocessing, inference, drawing)
+    "loop_fps",  # frames per second of the camera loop (reader and preparer threads, inference, drawing)
     "loop_ms",  # 1000 / loop_fps
     "loop_inference_ms",  # mean time inside the runtime during the loop
-    "loop_overhead_ms",  # loop_ms - loop_inference_ms: capture wait, preprocessing, drawing
-    "loop_wait_ms",  # mean wait for the capture thread's next frame inside the loop (capture not hidden)
-    "loop_preprocess_ms",  # mean preprocessing (+ top-k) time inside the loop; the rest of the overhead is drawing
+    "loop_overhead_ms",  # loop_ms - loop_inference_ms: waiting for the next prepared frame, drawing, top-k
+    "loop_wait_ms",  # mean wait for the next prepared frame (decoding and preprocessing the threads did not hide)
+    "loop_capture_ms",  # mean read (decode) time per frame on the reader thread, during the loop
+    "loop_preprocess_ms",  # mean preprocessing time per frame on the preparer thread, during the loop
     "capture_ms",  # reading (decoding) one frame of the same video alone, no model
     "preprocess_ms",  # 640x480 BGR frame -> model input tensor, alone (median; no capture thread beside it)
     "draw_ms",  # drawing the overlay on a copy of the frame, alone (median)

@@ -3,8 +3,9 @@
     python -m edge --model runs/NAME/export/tflite_int8.tflite                      # camera 0, in a window
     python -m edge --model MODEL --source video.mp4 --headless > predictions.jsonl
 
-run() checks the model (manifest, sha256, tensors) and the source before it opens any camera, then reads frames
-on a thread (edge.reader) and classifies them here until the source ends, --max-frames, q/Esc or Ctrl-C.
+run() checks the model (manifest, sha256, tensors) and the source before it opens any camera, then reads and
+preprocesses frames on threads of their own (edge.reader), and classifies them here until the source ends,
+--max-frames, q/Esc or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
              json.dumps({k: v for k, v in asdict(o).items() if v is not None}))  # fmt: skip
     reader = FrameReader(
         open_source or (lambda: open_capture(spec)), name=name, live=live, every_frame=every_frame, loop=o.loop,
-        retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s,
+        retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s, prepare=classifier.preprocess,
     )  # fmt: skip
     still = spec is not None and spec.kind in ("image", "folder")  # a window waits for a key on each picture
     try:
@@ -131,14 +132,14 @@ def _loop(o: EdgeOptions, classifier: Classifier, reader: FrameReader, window, r
                 if window is not None and window.poll(1):  # keep the window alive during an outage
                     break
                 continue
-            result = classifier.classify(frame.image)
+            result = classifier.classify(frame.image, frame.input)
             fps = meter.tick()
             n += 1
             if o.headless and (n - 1) % o.print_every == 0:
                 sys.stdout.write(json.dumps(result_record(frame, result, fps)) + "\n")
                 sys.stdout.flush()
             if rec is not None or window is not None:
-                canvas = draw_overlay(frame.image.copy(), result, fps)
+                canvas = draw_overlay(frame.image, result, fps)  # in place: the loop owns the frame now
                 if rec is not None:
                     rec.write(canvas)
                 if window is not None and window.show(canvas, 0 if still else 1):

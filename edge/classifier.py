@@ -181,9 +181,11 @@ class Classifier:
             return cv2.LUT(rgb, self._lut.view(np.uint8)).view(self._lut.dtype)[None]
         return self._lut[rgb][None]
 
-    def predict(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
-        """(float32 probabilities in label order, milliseconds inside the runtime) for one BGR frame."""
-        x = self.preprocess(bgr)
+    def predict(self, bgr: np.ndarray | None, x: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(float32 probabilities in label order, milliseconds inside the runtime) for one BGR frame, or for
+        `x`, the frame already made into the model's input by preprocess() (on another thread, say)."""
+        if x is None:
+            x = self.preprocess(bgr)
         t = time.perf_counter()
         y = self.backend.run(x)
         ms = (time.perf_counter() - t) * 1000.0
@@ -192,9 +194,10 @@ class Classifier:
             y = dequantize(y, *self.output_quantization)
         return y.astype(np.float32, copy=False), ms
 
-    def classify(self, bgr: np.ndarray) -> Result:
-        """The top-k categories of one OpenCV BGR (or gray, or BGRA) frame of any size."""
-        scores, ms = self.predict(bgr)
+    def classify(self, bgr: np.ndarray | None, x: np.ndarray | None = None) -> Result:
+        """The top-k categories of one OpenCV BGR (or gray, or BGRA) frame of any size, or of its input tensor
+        `x` = preprocess(bgr) when that was made already (edge.reader does it on its thread)."""
+        scores, ms = self.predict(bgr, x)
         order = np.argsort(-scores, kind="stable")[: self.top_k]
         categories = [Category(self.labels[i], float(scores[i])) for i in order if scores[i] >= self.min_score]
         return Result(categories, ms, scores)

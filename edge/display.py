@@ -1,6 +1,6 @@
 """What the classifier shows: the overlay drawn on frames, the window, the recording and the FPS meter.
 
-canvas = draw_overlay(frame.copy(), result, fps=29.7)
+canvas = draw_overlay(frame, result, fps=29.7)     # draws on the frame itself
 with recording("out.mp4", fps=None) as rec:    # written atomically: the file appears whole, or not at all
     rec.write(canvas)
 """
@@ -53,9 +53,12 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color,
 
 
 def draw_overlay(img: np.ndarray, result: Result, fps: float | None) -> np.ndarray:
-    """Draws the top label and score (large), the other top-k (small) and FPS and inference time onto `img`."""
+    """Draws the top label and score (large), the other top-k (small) and FPS and inference time onto `img`
+    itself (no copy: the loop owns its frames), or onto a BGR copy of a gray, read-only or strided one."""
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif not (img.flags.c_contiguous and img.flags.writeable):  # OpenCV draws only into whole, writable arrays
+        img = img.copy()
     h, w = img.shape[:2]
     scale = max(0.35, min(w, h) / 480.0)  # readable from 160 px wide thumbnails to 1080p
     thick = max(1, round(2 * scale))

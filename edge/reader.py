@@ -1,12 +1,20 @@
-"""FrameReader: reads a source on its own thread, so capture and inference overlap.
+"""FrameReader: reads, and optionally preprocesses, a source on threads of its own, so capture, preprocessing
+and inference overlap.
 
-    reader = FrameReader(lambda: open_capture(spec), name="camera 0", live=True, every_frame=False).start()
+    reader = FrameReader(lambda: open_capture(spec), name="camera 0", live=True, every_frame=False,
+                         prepare=classifier.preprocess).start()
     while not reader.done:
-        frame = reader.get(timeout=0.1)   # Frame(index, image, name, time), or None if none came in time
+        frame = reader.get(timeout=0.1)   # Frame(index, image, name, time, input), or None if none came in time
+
+One thread reads (decodes) frames; with `prepare` (the model's preprocessing), a second thread makes each frame
+into the model's input (Frame.input). The loop's thread then only runs the model and draws, so while frame N is
+inferred, frame N+1 is being resized and frame N+2 decoded: the loop runs at the pace of its slowest stage
+instead of the sum of all three. OpenCV releases the GIL while it decodes and resizes, and the interpreter while
+it runs, so the threads truly run at once.
 
 Two modes:
-- latest frame (live cameras and streams): only the newest frame is kept, so a model slower than the camera
-  never builds up lag; frame indices then skip the frames that were dropped.
+- latest frame (live cameras and streams): each stage keeps only the newest frame, so a model slower than the
+  camera never builds up lag; frame indices then skip the frames that were dropped.
 - every frame (files, folders, test input): each frame is handed over, in order; the reader waits for the loop.
 
 A live source that stops giving frames (read fails, camera unplugged, stream ends) is reopened with capped
@@ -20,14 +28,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from edge.sources import Capture
 
 log = logging.getLogger("edge")
-_END = object()  # every-frame mode: the source has ended
+_END = object()  # every-frame mode: the stage before has ended
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,91 @@ class Frame:
     image: np.ndarray  # BGR, as OpenCV gives it
     name: str  # the image file's name when reading images, else the source's description
     time: float  # time.time() when it was read
+    input: np.ndarray | None = None  # prepare(image), made on the preparing thread; None without prepare
+
+
+class _Handoff:
+    """Frames from one thread to the next: every frame in order through a bounded queue, or only the newest.
+
+    The producer calls put() per frame and close() when it has no more; the consumer calls get() until ended.
+    """
+
+    def __init__(self, every_frame: bool, size: int, stop: threading.Event):
+        self.every_frame, self._stop = every_frame, stop
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._closed = False  # the producer has finished
+        self._ended = False  # every-frame mode: the end marker was taken
+        self.dropped = 0  # latest-frame mode: frames replaced before the consumer took them
+
+    @property
+    def ended(self) -> bool:
+        """True once the producer has finished and every frame it put was taken."""
+        if self.every_frame:
+            return self._ended
+        with self._cond:
+            return self._closed and self._latest is None
+
+    def put(self, frame: Frame) -> None:
+        """Hands a frame over; every-frame mode waits for room (until stopped)."""
+        if self.every_frame:
+            self._put(frame)
+            return
+        with self._cond:
+            if self._latest is not None:
+                self.dropped += 1
+            self._latest = frame
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self.every_frame:
+            self._put(_END, force=True)
+
+    def get(self, timeout: float | None) -> Frame | None:
+        """The next frame, or None if none came within `timeout` seconds or the producer has ended."""
+        if self.every_frame:
+            if self._ended:
+                return None
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if item is _END:
+                self._ended = True
+                return None
+            return item
+        with self._cond:
+            self._cond.wait_for(lambda: self._latest is not None or self._closed, timeout=timeout)
+            frame, self._latest = self._latest, None
+            return frame
+
+    def drain(self) -> None:
+        """Empties the queue, so a producer waiting for room sees the stop."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _put(self, item, force: bool = False) -> None:
+        while force or not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if force and self._stop.is_set():  # nobody will read: make room for the end marker
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        pass
 
 
 class FrameReader:
-    """Reads frames from a capture on a daemon thread (see the module docstring)."""
+    """Reads frames from a capture on a daemon thread, and prepares them on another (see the module docstring)."""
 
     def __init__(
         self,
@@ -55,6 +144,7 @@ class FrameReader:
         retry_max_s: float = 10.0,
         queue_size: int = 4,
         warn: Callable[[str], None] | None = None,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         """
         Args:
@@ -65,31 +155,45 @@ class FrameReader:
             loop: start a file source over when it ends.
             retry_initial_s: first wait before reconnecting; doubles after each failed try, up to retry_max_s.
             retry_max_s: the cap on that wait.
-            queue_size: every-frame mode: frames read ahead of the loop.
+            queue_size: every-frame mode: frames read ahead of the loop, per stage.
             warn: where outage messages go (default: the "edge" logger, i.e. stderr).
+            prepare: run on each frame on a thread of its own (the model's preprocessing); its result is
+                Frame.input. An error in it ends the frames: get() raises it once the frames prepared before it
+                are handed over, as it does a failed file read.
         """
         self._open, self.name, self.live, self.every_frame, self.loop = open_capture, name, live, every_frame, loop
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self._warn = warn or log.warning
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._cond = threading.Condition()
-        self._latest: Frame | None = None
-        self._finished = False  # the thread has stopped reading
-        self._ended = False  # every-frame mode: the end marker was taken
+        self._prepare = prepare
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._out = _Handoff(every_frame, queue_size, self._stop)  # to the loop
+        self._raw = _Handoff(every_frame, queue_size, self._stop) if prepare else None  # reader -> preparer
+        self._threads: list[threading.Thread] = []
+        self._finished = threading.Event()  # every thread has stopped
+        self._running = 0
+        self._lock = threading.Lock()
         self._cap: Capture | None = None
         self._error: BaseException | None = None
         self.frames_read = 0
-        self.frames_dropped = 0  # latest-frame mode: replaced before the loop took them
         self.outages = 0
+
+    @property
+    def frames_dropped(self) -> int:
+        """Latest-frame mode: frames replaced by newer ones before the next stage took them."""
+        return self._out.dropped + (self._raw.dropped if self._raw else 0)
 
     def start(self) -> FrameReader:
         """Opens a file source now (so a bad file fails here), a live one on the thread; starts reading."""
         if not self.live:
             self._cap = self._open()
-        self._thread = threading.Thread(target=self._run, name=f"reader {self.name}", daemon=True)
-        self._thread.start()
+        stages = [(self._run, self._raw or self._out, f"reader {self.name}")]
+        if self._raw is not None:
+            stages.append((self._prepare_run, self._out, f"preparer {self.name}"))
+        self._running = len(stages)
+        for target, sink, name in stages:
+            thread = threading.Thread(target=self._thread_main, args=(target, sink), name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
         return self
 
     @property
@@ -99,53 +203,30 @@ class FrameReader:
     @property
     def done(self) -> bool:
         """True once stop() was called, or the source has ended and every frame read was handed over."""
-        if self._stop.is_set() and self._finished:
+        if self._stop.is_set() and self._finished.is_set():
             return True
-        if self.every_frame:
-            return self._ended
-        with self._cond:
-            return self._finished and self._latest is None
+        return self._out.ended
 
     def get(self, timeout: float | None = None) -> Frame | None:
         """The next frame, or None if none came within `timeout` seconds or the source has ended (see `done`).
 
         Raises:
-            the error that stopped the reader thread, once its frames are all handed over.
+            the error that stopped the reader or the preparer thread, once the frames before it are handed over.
         """
-        frame = self._get(timeout)
+        frame = self._out.get(timeout)
         if frame is None and self.done and self._error is not None:
             err, self._error = self._error, None
             raise err
         return frame
 
-    def _get(self, timeout: float | None) -> Frame | None:
-        if self.every_frame:
-            if self._ended:
-                return None
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                return None
-            if item is _END:
-                self._ended = True
-                return None
-            return item
-        with self._cond:
-            self._cond.wait_for(lambda: self._latest is not None or self._finished, timeout=timeout)
-            frame, self._latest = self._latest, None
-            return frame
-
     def stop(self, timeout: float = 2.0) -> None:
         """Stops reading and releases the capture (on the reader thread, which owns it)."""
         self._stop.set()
-        if self.every_frame:  # unblock a reader waiting for room in the queue
-            while True:
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-        if self._thread is not None:
-            self._thread.join(timeout)  # a read blocked inside a driver may outlive this; the thread is a daemon
+        for handoff in (self._raw, self._out):  # unblock a thread waiting for room in a queue
+            if handoff is not None:
+                handoff.drain()
+        for thread in self._threads:
+            thread.join(timeout)  # a read blocked inside a driver may outlive this; the thread is a daemon
 
     def __enter__(self) -> FrameReader:
         return self.start()
@@ -153,9 +234,25 @@ class FrameReader:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # -- the reader thread ---------------------------------------------------------------------------------
+    # -- the threads -----------------------------------------------------------------------------------------
+
+    def _thread_main(self, target: Callable[[], None], sink: _Handoff) -> None:
+        """Runs one stage; an error is kept for get() to raise, before the next stage is told this one ended."""
+        try:
+            target()
+        except BaseException as e:  # handed to the loop by get(), which re-raises it there
+            if self._error is None:
+                self._error = e
+        finally:
+            sink.close()
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._finished.set()
 
     def _run(self) -> None:
+        """The reader thread: reads frames into the preparer's handoff (or straight to the loop's)."""
+        sink = self._raw or self._out
         index = 0
         try:
             if self._cap is None:
@@ -164,10 +261,10 @@ class FrameReader:
             while not self._stop.is_set():
                 ok, img = self._read()
                 if ok:
-                    self._deliver(Frame(index, img, self._frame_name(), time.time()))
+                    self._deliver(sink, index, img)
                     index, since_open = index + 1, since_open + 1
                 elif self.live:
-                    if not self._reconnect(index):
+                    if not self._reconnect(sink, index):
                         break
                     index += 1  # _reconnect delivered the frame that proved the source is back
                 elif self.loop and since_open > 0:
@@ -175,15 +272,18 @@ class FrameReader:
                     self._cap, since_open = self._open(), 0
                 else:
                     break
-        except BaseException as e:  # handed to the loop by get(), which re-raises it there
-            self._error = e
         finally:
             self._release()
-            with self._cond:
-                self._finished = True
-                self._cond.notify_all()
-            if self.every_frame:
-                self._put(_END, force=True)
+
+    def _prepare_run(self) -> None:
+        """The preparer thread: makes each frame into the model's input, in the order read."""
+        while not self._stop.is_set():
+            frame = self._raw.get(timeout=0.1)
+            if frame is None:
+                if self._raw.ended:
+                    break
+                continue
+            self._out.put(replace(frame, input=self._prepare(frame.image)))
 
     def _frame_name(self) -> str:
         name = getattr(self._cap, "name", None)
@@ -216,7 +316,7 @@ class FrameReader:
             except Exception:  # releasing a dead device can fail too; it is gone either way
                 pass
 
-    def _reconnect(self, index: int) -> bool:
+    def _reconnect(self, sink: _Handoff, index: int) -> bool:
         """Reopens a live source until it gives a frame (delivered as `index`); False if stopped first."""
         self.outages += 1
         started, delay, tries = time.monotonic(), self.retry_initial_s, 0
@@ -231,30 +331,11 @@ class FrameReader:
             ok, img = self._read()
             if ok:
                 self._warn(f"{self.name}: frames are back after {time.monotonic() - started:.1f} s ({tries} tries)")
-                self._deliver(Frame(index, img, self._frame_name(), time.time()))
+                self._deliver(sink, index, img)
                 return True
             delay = min(delay * 2, self.retry_max_s)
         return False
 
-    def _deliver(self, frame: Frame) -> None:
+    def _deliver(self, sink: _Handoff, index: int, img: np.ndarray) -> None:
         self.frames_read += 1
-        if self.every_frame:
-            self._put(frame)
-            return
-        with self._cond:
-            if self._latest is not None:
-                self.frames_dropped += 1
-            self._latest = frame
-            self._cond.notify_all()
-
-    def _put(self, item, force: bool = False) -> None:
-        while force or not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                if force and self._stop.is_set():  # nobody will read: make room for the end marker
-                    try:
-                        self._queue.get_nowait()
-                    except queue.Empty:
-                        pass
+        sink.put(Frame(index, img, self._frame_name(), time.time()))

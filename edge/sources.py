@@ -210,7 +210,7 @@ class PiCamera2Capture:
             frame = self._cam.capture_array()
         except Exception:  # picamera2 raises various errors when the camera goes away
             return False, None
-        return True, frame[..., :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame
+        return True, cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR) if frame.ndim == 3 and frame.shape[2] == 4 else frame
 
     def release(self) -> None:
         if self._cam is not None:

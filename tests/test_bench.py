@@ -22,7 +22,8 @@ from edge_model import REPO, TF_MODULES, import_blocker
 from benchmarks import cli
 from benchmarks.compare import comparisons, float_counterpart, pareto_front
 from benchmarks.latency import DEVICE_FILES
-from benchmarks.rows import COLUMNS
+from benchmarks.report import loop_section
+from benchmarks.rows import COLUMNS, new_row
 from edge.manifest import load_manifest, sha256_file
 
 THREADS = (1, 2)
@@ -131,6 +132,8 @@ def test_figures_are_sane(exported_run, results):
         assert r["loop_fps"] > 0 and r["loop_ms"] == pytest.approx(1000 / r["loop_fps"], rel=1e-2), name
         assert r["loop_overhead_ms"] == pytest.approx(r["loop_ms"] - r["loop_inference_ms"], abs=1e-3), name
         assert r["capture_ms"] > 0 and r["loop_frames"] == 20 - 10 - 1 and r["loop_top1"] >= r["top1"] - 0.2
+        assert 0 <= r["loop_wait_ms"] < r["loop_ms"], name  # the threads' work shows up as wait, never beyond it
+        assert r["loop_capture_ms"] > 0 and r["loop_preprocess_ms"] > 0 and r["preprocess_ms"] > 0, name
         if r["format"] in ("tflite_fp32", "onnx_fp32"):
             assert r["agreement"] == 1.0, name
 
@@ -270,3 +273,26 @@ def test_ratios_only_within_one_device_runtime_and_thread_count():
     assert float_counterpart("tflite_int8_qat").name == "tflite_fp32"
     assert float_counterpart("onnx_int8").name == "onnx_fp32" and float_counterpart("onnx_fp32") is None
     assert pareto_front([(1.0, 0.90), (2.0, 0.95), (1.5, 0.80), (3.0, 0.95), (0.5, 0.70)]) == [4, 0, 1]
+
+
+def _loop_row(fmt: str, threads: int, loop_ms: float, inference: float, wait: float, decode: float, prep: float):
+    return new_row("dev", fmt, "litert", threads, loop_ms=loop_ms, loop_fps=1000 / loop_ms, loop_inference_ms=inference,
+                   loop_overhead_ms=loop_ms - inference, loop_wait_ms=wait, loop_capture_ms=decode,
+                   loop_preprocess_ms=prep, capture_ms=0.5, preprocess_ms=0.4, draw_ms=0.1,
+                   latency_ms_median=inference / 1.5)  # fmt: skip
+
+
+def test_loop_section_counts_rows_below_capture_plus_inference_and_names_the_slowest_stage():
+    rows = [
+        _loop_row("tflite_fp32", 1, loop_ms=5.3, inference=5.0, wait=0.05, decode=0.6, prep=0.5),  # 5.3 < 0.5 + 5.0
+        _loop_row("tflite_int8", 1, loop_ms=1.1, inference=0.3, wait=0.6, decode=1.05, prep=0.45),  # 1.1 > 0.5 + 0.3
+        _loop_row("tflite_int8", 2, loop_ms=1.3, inference=0.4, wait=0.7, decode=1.2, prep=0.5),  # slower: not shown
+    ]
+    text = "\n".join(loop_section(rows, target_ms=2.0, cores={"dev": 2}))
+    assert "capture ms + inference ms for 1 of 2 artifacts" in text
+    assert "tflite_int8 on 1 thread: decoding (reader thread) takes 1.050 ms per frame" in text
+    assert "tflite_fp32 on 1 thread:" not in text
+    assert "target at most 2 ms: met" in text and "up to 0.900 ms, tflite_int8 on 2 threads" in text
+    assert "Inference inside the loop is 1.50x its time alone" in text and "2 cores" in text
+    rows[0]["loop_overhead_ms"] = 2.5
+    assert "target at most 2 ms: NOT met" in "\n".join(loop_section(rows))

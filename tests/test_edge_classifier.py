@@ -86,6 +86,8 @@ def test_quantization_comes_from_the_interpreter(edge_run, pictures):
     it.invoke()
     raw = it.get_tensor(o["index"])[0]
     np.testing.assert_allclose(clf.predict(frame)[0], dequantize(raw, *o["quantization"]), atol=1e-7)
+    # The input made beforehand (edge.reader's preparer thread) gives the same scores without the frame.
+    np.testing.assert_array_equal(clf.classify(None, x).scores, clf.classify(frame).scores)
 
 
 def _tampered_copy(edge_run, tmp_path, change):

@@ -28,6 +28,7 @@ from edge_model import (
 
 from edge import cli
 from edge.classifier import Classifier
+from edge.display import draw_overlay
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +113,20 @@ def test_record_and_max_frames(int8, clip, tmp_path):
     assert fps == pytest.approx(10.0)  # the clip's own rate
     assert not np.array_equal(frames[0], bgr[0])  # the overlay is drawn on it
     assert os.listdir(out.parent) == ["annotated.mp4"]  # no partial file left beside it
+
+
+def test_overlay_draws_in_place_but_copies_a_strided_or_read_only_frame(int8, clip):
+    _, bgr, _ = clip
+    result = Classifier.from_model(int8).classify(bgr[0])
+    frame = bgr[0].copy()
+    assert draw_overlay(frame, result, 30.0) is frame and not np.array_equal(frame, bgr[0])  # no copy per frame
+    bgra = cv2.cvtColor(bgr[0], cv2.COLOR_BGR2BGRA)
+    strided, locked = bgra[..., :3], bgr[0].copy()
+    locked.flags.writeable = False
+    for img in (strided, locked):
+        before = img.copy()
+        canvas = draw_overlay(img, result, 30.0)
+        assert canvas is not img and not np.array_equal(canvas, before) and np.array_equal(img, before)
 
 
 def test_min_score_reports_unknown(edge_run, clip):

@@ -6,6 +6,7 @@ Fake captures stand in for cameras; reconnect waits are set to milliseconds so n
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -141,3 +142,65 @@ def test_the_loop_survives_an_outage_and_classifies_frames_after_it(edge_run, ca
     assert [d["label"] for d in lines] == expected  # the frames after the outage are classified, in order
     assert np.mean([e == LABELS[t] for e, t in zip(expected, y, strict=True)]) >= 0.9
     assert err.count("no frames") == 1 and err.count("frames are back") == 1
+
+
+def _first_pixel_times_two(img: np.ndarray) -> np.ndarray:
+    return img[:1, :1, 0].astype(np.int32) * 2
+
+
+def test_prepare_runs_on_its_own_thread_and_every_frame_keeps_its_input_in_order():
+    threads: set[str] = set()
+
+    def prepare(img):
+        threads.add(threading.current_thread().name)
+        return _first_pixel_times_two(img)
+
+    cam = FakeCamera(_numbered(100), limit=100)
+    reader = FrameReader(cam.open, name="file", live=False, every_frame=True, queue_size=2, prepare=prepare).start()
+    got = []
+    while (f := reader.get(timeout=2)) is not None:
+        got.append((f.index, int(f.image[0, 0, 0]), int(f.input[0, 0])))
+    assert got == [(i, i, 2 * i) for i in range(100)] and reader.done and reader.frames_dropped == 0
+    assert threads == {"preparer file"}  # not the loop's thread, not the reader's
+    reader.stop()
+
+
+def test_latest_frame_mode_with_prepare_hands_over_the_newest_prepared_frame():
+    cam = FakeCamera(_numbered(100), limit=100)
+    reader = FrameReader(cam.open, name="fast", live=False, every_frame=False, prepare=_first_pixel_times_two).start()
+    _wait_until(lambda: reader.frames_read == 100)
+    _wait_until(lambda: reader.frames_dropped == 99)  # dropped before the preparer or before the loop took them
+    frame = reader.get(timeout=1)
+    assert frame.index == 99 and int(frame.input[0, 0]) == 198
+    assert reader.get(timeout=0.2) is None and reader.done
+    reader.stop()
+
+
+def test_an_error_in_prepare_is_raised_by_get_after_the_frames_prepared_before_it():
+    def prepare(img):
+        if int(img[0, 0, 0]) == 5:
+            raise ValueError("cannot prepare frame 5")
+        return _first_pixel_times_two(img)
+
+    cam = FakeCamera(_numbered(50), limit=50)
+    with FrameReader(cam.open, name="file", live=False, every_frame=True, prepare=prepare) as reader:
+        got = [reader.get(timeout=2).index for _ in range(5)]
+        with pytest.raises(ValueError, match="frame 5"):
+            while reader.get(timeout=2) is not None:
+                pass
+    assert got == [0, 1, 2, 3, 4] and cam.releases == 1
+
+
+def test_a_read_error_with_prepare_still_hands_over_the_frames_before_it():
+    class Broken(FakeCamera):
+        def read(self):
+            if self.reads == 3:
+                raise OSError("disk gone")
+            return super().read()
+
+    cam = Broken(_numbered(10))
+    with FrameReader(cam.open, name="file", live=False, every_frame=True, prepare=_first_pixel_times_two) as reader:
+        got = [reader.get(timeout=2).index for _ in range(3)]
+        with pytest.raises(OSError, match="disk gone"):
+            reader.get(timeout=2)
+    assert got == [0, 1, 2]
