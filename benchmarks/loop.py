@@ -5,9 +5,9 @@ drawing costs show next to inference.
     capture_ms = measure_capture(video)                   # decoding alone, no model
     figures = measure_loop(classifier, video, warmup=10)  # loop_fps, loop_ms, loop_inference_ms, ...
 
-The loop is edge.app's, unchanged: FrameReader reads and preprocesses the video on its own thread (every frame,
-in order) while the main thread runs the model and draws the overlay; the drawn frame goes to a recorder that
-only notes the time. Only numpy, OpenCV and edge are imported, so this runs on the device too.
+The loop is edge.app's, unchanged: FrameReader decodes the video on one thread and preprocesses it on another
+(every frame, in order) while the main thread runs the model and draws the overlay; the drawn frame goes to a
+recorder that only notes the time. Only numpy, OpenCV and edge are imported, so this runs on the device too.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class _Tap:
 
 
 class _Stopwatch:
-    """Wraps a function, appending the milliseconds of each call to `ms` (the reader thread's steps)."""
+    """Wraps a function, appending the milliseconds of each call to `ms` (the reader's and preparer's steps)."""
 
     def __init__(self, fn, ms: list[float] | None = None):
         self._fn, self.ms = fn, ([] if ms is None else ms)
@@ -173,8 +173,9 @@ def measure_loop(classifier: Classifier, video: str | Path, warmup: int = 10, la
     Returns:
         loop_fps, loop_ms (per frame, between consecutive drawn frames), loop_inference_ms (mean, inside the
         runtime), loop_overhead_ms (loop_ms - loop_inference_ms), loop_wait_ms (mean wait for the reader's next
-        frame: reading and preprocessing the reader thread did not hide), loop_capture_ms and loop_preprocess_ms
-        (means on the reader thread, beside inference), loop_frames, loop_top1.
+        prepared frame: decoding and preprocessing their threads did not hide), loop_capture_ms and
+        loop_preprocess_ms (means per frame on the reader and preparer threads, beside inference), loop_frames,
+        loop_top1.
 
     Raises:
         RuntimeError: the loop classified too few frames to time.

@@ -153,7 +153,7 @@ def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = 
         lines += [f"\n**{dev}**, each artifact at its best loop thread count (ms per frame; decoding and "
                   "preprocessing run on their own threads, beside the loop's):\n",
                   "| Format | Threads | loop FPS | loop ms | inference ms | overhead ms | = wait | + drawing etc. "
-                  "| decoding ms | preprocessing ms | decoding ms alone | preprocessing ms alone |",
+                  "| decoding ms (reader) | preprocessing ms (preparer) | decoding ms alone | preprocessing ms alone |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in best:
             rest = r["loop_overhead_ms"] - r["loop_wait_ms"]
