@@ -26,6 +26,8 @@ def test_run_writes_every_output(trained_run: Path):
     # The data is made easy: a model that does not learn it has a bug.
     assert metrics["test_top1_float"] >= 0.9
     assert metrics["test_top1_qat"] >= metrics["test_top1_float"] - 0.05
+    # QAT starts from ranges calibrated on the float model, not tfmot's +-6
+    assert metrics["qat_start_agreement"] >= 0.9 > metrics["qat_start_agreement_uncalibrated"], metrics
     assert set(metrics["per_class_float"]) == {"blue", "green", "red"}
     assert {"precision", "recall", "f1-score"} <= set(metrics["per_class_float"]["red"])
     settings = json.loads((trained_run / "settings.json").read_text())
@@ -194,27 +196,23 @@ def test_interrupted_run_resumes_where_it_stopped(color_folder, tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_with_local_pretrained_weights(color_folder, tmp_path):
-    """MirroredStrategy over two logical CPUs, and the transfer-learning path (frozen backbone, then fine-tuning)
-    with backbone weights from a local file, since ImageNet weights cannot be downloaded offline."""
-    import tf_keras as keras
-
-    weights = tmp_path / "backbone.h5"
-    keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35).save_weights(
-        str(weights)
-    )
+def test_mirrored_strategy_with_a_pretrained_backbone(color_folder, tmp_path, pretrained_backbone):
+    """MirroredStrategy over two logical CPUs, on the transfer-learning path (frozen backbone, then fine-tuning)
+    from the offline pretrained backbone, since ImageNet weights cannot be downloaded here."""
     r = subprocess.run(
         [sys.executable, "-m", "train", "--data", str(color_folder), "--out", str(tmp_path / "m"), "--image-size", "32",
-         "--alpha", "0.35", "--weights", str(weights), "--epochs", "2", "--fine-tune-epochs", "1", "--qat-epochs", "1",
-         "--batch-size", "16", "--strategy", "mirrored", "--logical-cpus", "2", "--fine-tune-from", "block_15_expand"],
+         "--alpha", "0.35", "--weights", str(pretrained_backbone), "--epochs", "2", "--fine-tune-epochs", "1",
+         "--qat-epochs", "1", "--batch-size", "16", "--strategy", "mirrored", "--logical-cpus", "2",
+         "--fine-tune-from", "block_15_expand"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "strategy: mirrored, 2 replica(s)" in r.stdout
     assert "backbone frozen, head trains" in r.stdout and "(from block_15_expand), BatchNorm frozen" in r.stdout
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
-    assert metrics["transfer_learning"] is True and metrics["weights_used"] == str(weights)
-    assert 0 <= metrics["test_top1_float"] <= 1 and 0 <= metrics["test_top1_qat"] <= 1
+    assert metrics["transfer_learning"] is True and metrics["weights_used"] == str(pretrained_backbone)
+    assert metrics["test_top1_float"] >= 0.9, metrics["test_top1_float"]  # colours are easy from real features
+    assert metrics["qat_start_agreement"] >= 0.9, metrics
 
 
 @pytest.mark.slow

@@ -3,12 +3,19 @@
 The recipe that works with a Rescaling layer (NOTES-deps, "What QAT of MobileNetV2 ... needed"):
 annotate every layer through clone_model, give Rescaling a config that quantizes only its output,
 give the augmentation layers (identity at inference) a config that quantizes nothing, then quantize_apply.
+
+tfmot starts every quantizer range at +-6 and moves activation ranges by an EMA with decay 0.999, so on a
+small dataset the QAT model starts far from the float model and its first epochs re-learn the task instead of
+fine-tuning it. calibrate_ranges() therefore sets every range from the float model before the first step,
+the way post-training quantization would: QAT then starts where float ended.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
@@ -84,3 +91,110 @@ def save_qat_model(model: keras.Model, path: str | Path) -> None:
 def load_qat_model(path: str | Path) -> keras.Model:
     with _qk.quantize_scope(CUSTOM_OBJECTS):
         return keras.models.load_model(str(path), compile=False)
+
+
+def _range_targets(qat: keras.Model, float_model: keras.Model) -> list[tuple[dict, object, str]]:
+    """(quantizer variables, float layer, what it sees) for every activation range in the QAT model.
+
+    What it sees is "input" (the model input, for tfmot's QuantizeLayer), "output" (the float layer's output,
+    for output and post-activation quantizers) or "pre_activation" (the layer's output before its activation,
+    e.g. the logits before softmax).
+    """
+    float_layers = {layer.name: layer for layer in float_model.layers}
+    targets = []
+    for layer in qat.layers:
+        if isinstance(layer, _qk.QuantizeWrapper):
+            src = float_layers.get(layer.layer.name)
+            if src is None:
+                continue  # a layer tfmot added: its range is left to training
+            if getattr(layer, "_output_quantizers", None):
+                targets.append((layer._output_quantizer_vars, src, "output"))
+            for act in layer._quantize_activations:
+                if hasattr(act, "_pre_activation_vars"):
+                    targets.append((act._pre_activation_vars, src, "pre_activation"))
+                if hasattr(act, "_post_activation_vars"):
+                    targets.append((act._post_activation_vars, src, "output"))
+        elif getattr(layer, "quantizer", None) is not None and hasattr(layer, "quantizer_vars"):
+            targets.append((layer.quantizer_vars, None, "input"))
+    return targets
+
+
+def _pre_activation(layer, x):
+    """The layer's output with its activation replaced by the identity (its own weights, eager)."""
+    act = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        return layer(x, training=False)
+    finally:
+        layer.activation = act
+
+
+def calibrate_ranges(
+    qat: keras.Model, float_model: keras.Model, images: np.ndarray, batch_size: int = 32, method: str = "minmax"
+) -> int:
+    """Sets every quantizer range of a fresh QAT model from the float model, before any QAT step.
+
+    Weight ranges are set by the weight quantizers themselves (tfmot's last-value rule, per channel where the
+    quantizer is). Activation ranges are the mean over calibration batches of each batch's min and max of the
+    float model's tensor, with 0 included: the value tfmot's moving average converges to, reached at once.
+
+    Args:
+        qat: the model returned by quantize_model(), not yet trained.
+        float_model: the float model it was made from.
+        images: calibration images, uint8 or float 0-255 RGB (N x S x S x 3), e.g. a few hundred training images.
+        batch_size: images per calibration batch (the EMA's fixed point depends on it, as in training).
+
+    Returns:
+        The number of quantizer ranges set.
+    """
+    n = 0
+    for layer in qat.layers:
+        for weight, quantizer, qvars in getattr(layer, "_weight_vars", []):
+            quantizer(weight, True, weights=qvars)  # training=True assigns the range from the weight itself
+            n += 1
+    targets = _range_targets(qat, float_model)
+    pre_layers = list({id(src): src for _, src, kind in targets if kind == "pre_activation"}.values())
+    tensors = {"input": float_model.input}
+    for _, src, kind in targets:
+        if kind == "output":
+            tensors[src.name] = src.output
+    for src in pre_layers:
+        tensors["in:" + src.name] = src.input
+    keys = list(tensors)
+    probe = keras.Model(float_model.input, [tensors[k] for k in keys])
+
+    @tf.function
+    def extremes(x):
+        outs = probe(x, training=False)
+        outs = dict(zip(keys, outs if isinstance(outs, (list, tuple)) else [outs]))
+        for src in pre_layers:
+            outs["pre:" + src.name] = _pre_activation(src, outs["in:" + src.name])
+        return {k: (tf.reduce_min(v), tf.reduce_max(v)) for k, v in outs.items() if not k.startswith("in:")}
+
+    seen: dict[str, list] = {}
+    for i in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(np.asarray(images[i : i + batch_size], np.float32))
+        for k, (lo, hi) in extremes(x).items():
+            seen.setdefault(k, []).append((min(float(lo), 0.0), max(float(hi), 0.0)))
+    if not seen:
+        raise ValueError("calibrate_ranges() needs at least one calibration image")
+    for qvars, src, kind in targets:
+        key = {
+            "input": "input",
+            "output": getattr(src, "name", ""),
+            "pre_activation": "pre:" + getattr(src, "name", ""),
+        }
+        ext = np.array(seen[key[kind]])
+        lo, hi = (ext[:, 0].min(), ext[:, 1].max()) if method == "minmax" else ext.mean(0)
+        for var, value in ((qvars["min_var"], lo), (qvars["max_var"], hi)):
+            var.assign(np.full(var.shape, value, dtype=var.dtype.as_numpy_dtype))
+        n += 1
+    return n
+
+
+def agreement(a: keras.Model, b: keras.Model, images: np.ndarray, batch_size: int = 64) -> float:
+    """Top-1 agreement of two models on images (inference mode)."""
+    x = np.asarray(images, np.float32)
+    pa = a.predict(x, batch_size=batch_size, verbose=0).argmax(1)
+    pb = b.predict(x, batch_size=batch_size, verbose=0).argmax(1)
+    return float(np.mean(pa == pb))

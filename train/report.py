@@ -32,8 +32,11 @@ def read_history(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def plot_learning_curves(rows: list[dict], path: str | Path, pretrained: bool = True) -> None:
-    """Accuracy and loss per epoch, train and val, with the phase boundaries marked."""
+def plot_learning_curves(rows: list[dict], path: str | Path, pretrained: bool = True, qat_start=None) -> None:
+    """Accuracy and loss per epoch, train and val, with the phase boundaries marked.
+
+    qat_start: the QAT model's val accuracy before its first step, drawn at the start of phase 3.
+    """
     titles = PHASE_TITLES if pretrained else PHASE_TITLES_SCRATCH
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     epochs = np.arange(1, len(rows) + 1)
@@ -49,6 +52,9 @@ def plot_learning_curves(rows: list[dict], path: str | Path, pretrained: bool = 
                 ax.text(i + 0.7, 1.0, titles.get(r["phase"], r["phase"]), transform=ax.get_xaxis_transform(),
                         va="bottom", fontsize=8, color="dimgray")  # fmt: skip
                 prev = r["phase"]
+        first_qat = next((i for i, r in enumerate(rows) if r["phase"] == "phase3"), None)
+        if metric == "accuracy" and qat_start is not None and first_qat is not None:
+            ax.plot([first_qat + 0.5], [qat_start], "*", ms=11, color="crimson", label="QAT start (val)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

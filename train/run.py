@@ -96,9 +96,28 @@ def _callbacks(run: Path, phase: str):
     ]
 
 
-def _fit_phase(model, run, phase, s, train_ds, val_ds, lr, epochs, initial_epoch, class_weight, strategy, patience):
-    """Compiles and fits one phase; returns the number of epochs it ended at. Skips a finished phase."""
+def _fit_phase(
+    model,
+    run,
+    phase,
+    s,
+    train_ds,
+    val_ds,
+    lr,
+    epochs,
+    initial_epoch,
+    class_weight,
+    strategy,
+    patience,
+    warmup_steps: int = 0,
+):
+    """Compiles and fits one phase; returns the number of epochs it ended at. Skips a finished phase.
+
+    warmup_steps > 0 ramps the learning rate up over that many steps (train.schedule.WarmUp).
+    """
     import tf_keras as keras
+
+    from train.schedule import WarmUp
 
     # TensorFlow checkpoints, not HDF5: tf-keras cannot load .h5 weights under MirroredStrategy.
     # The phase's .json marker is written after its final weights, so it is the commit point.
@@ -110,7 +129,10 @@ def _fit_phase(model, run, phase, s, train_ds, val_ds, lr, epochs, initial_epoch
         _log(f"{phase}: already done ({end - initial_epoch} epochs), weights reloaded")
         return end
     with strategy.scope():
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        rate = WarmUp(lr, warmup_steps) if warmup_steps > 0 else lr
+        model.compile(
+            optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
     cbs = _callbacks(run, phase) + [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     ]
@@ -161,6 +183,44 @@ def _class_weight(labels: np.ndarray, n: int) -> dict | None:
     return {i: float(x) for i, x in enumerate(w)}
 
 
+def _steps_per_epoch(ds) -> int:
+    n = int(ds.cardinality())
+    return n if n > 0 else 100  # unknown cardinality: a typical epoch's worth
+
+
+def _calibrate_qat(qat, float_model, train_split, val_ds, s: TrainSettings, n_images: int = 256) -> dict:
+    """Sets the fresh QAT model's ranges from the float model; returns how close it starts (on the val split)."""
+    from train.data import Split, split_images
+    from train.qat import agreement, calibrate_ranges
+
+    val_x = np.concatenate([x.numpy() for x, _ in val_ds])
+    val_y = np.concatenate([y.numpy() for _, y in val_ds])
+    before = agreement(qat, float_model, val_x)
+    pick = np.random.default_rng(s.seed).permutation(len(train_split))[:n_images]
+    sp = train_split
+    subset = Split(labels=sp.labels[pick], images=None if sp.images is None else sp.images[pick],
+                   paths=None if sp.paths is None else [sp.paths[i] for i in pick])  # fmt: skip
+    n = calibrate_ranges(qat, float_model, split_images(subset, s.image_size), batch_size=s.batch_size)
+    probs = qat.predict(val_x.astype(np.float32), batch_size=64, verbose=0)
+    after = float(np.mean(probs.argmax(1) == float_model.predict(val_x.astype(np.float32), verbose=0).argmax(1)))
+    top1 = float(np.mean(probs.argmax(1) == val_y))
+    _log(f"QAT start: {n} quantizer ranges calibrated on {len(pick)} training images; agreement with the float "
+         f"model on val {before:.3f} -> {after:.3f}, val top-1 {top1:.4f}")  # fmt: skip
+    return {"agreement": round(after, 4), "agreement_uncalibrated": round(before, 4), "val_top1": round(top1, 4)}
+
+
+def _first_epoch_accuracy(rows: list[dict]) -> dict:
+    """Training accuracy of each phase's last and first epochs, and the drop where one phase hands over."""
+    out = {}
+    for prev, phase in (("phase1", "phase2"), ("phase2", "phase3")):
+        a = [float(r["accuracy"]) for r in rows if r["phase"] == prev]
+        b = [float(r["accuracy"]) for r in rows if r["phase"] == phase]
+        if a and b:
+            out[phase] = {"previous_last": round(a[-1], 4), "first": round(b[0], 4),
+                          "drop_points": round((a[-1] - b[0]) * 100, 2)}  # fmt: skip
+    return out
+
+
 def run_training(settings: TrainSettings, force: bool = False) -> dict:
     """Trains a run end to end and returns its metrics (see README, "Outputs of make train").
 
@@ -174,6 +234,10 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
         _log(f"{run} is already complete (same settings); pass --force to train again")
         _link_latest(run)
         return json.loads((run / "metrics.json").read_text())
+    if s.weights not in ("imagenet", "none"):  # a bad file is found before any data is read
+        from train.weights import check_weights_file
+
+        _log(f"weights: {s.weights}: {check_weights_file(s.weights, s.backbone, s.alpha)}")
     t0 = time.time()
     run.mkdir(parents=True, exist_ok=True)
     settings_doc = dict(s.to_dict(), settings_sha256=s.sha256())
@@ -223,6 +287,8 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
         _log("no pretrained weights: nothing to transfer, so phases 1 and 2 train the whole network")
 
     lr2 = s.learning_rate * s.fine_tune_lr_factor
+    # Phases 2 and 3 continue a trained model with a fresh optimizer: ramp up over one epoch (train.schedule).
+    warmup = _steps_per_epoch(train_ds)
     try:
         _log(
             f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): "
@@ -236,7 +302,19 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
             + set_trainable(model, "fine_tune", s.backbone, s.fine_tune_from, pretrained)
         )
         end2 = _fit_phase(
-            model, run, "phase2", s, train_ds, val_ds, lr2, s.fine_tune_epochs, end1, class_weight, strategy, s.patience
+            model,
+            run,
+            "phase2",
+            s,
+            train_ds,
+            val_ds,
+            lr2,
+            s.fine_tune_epochs,
+            end1,
+            class_weight,
+            strategy,
+            s.patience,
+            warmup,
         )
         with atomic_path(run / FLOAT_MODEL) as tmp:
             model.save(str(tmp))
@@ -249,7 +327,9 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
         _log(f"phase 3, quantization-aware training ({s.qat_epochs} epochs, lr {lr2:g})")
         with strategy.scope():
             qat = quantize_model(model, freeze_batchnorm=pretrained)
-        _fit_phase(qat, run, "phase3", s, train_ds, val_ds, lr2, s.qat_epochs, end2, class_weight, strategy, s.patience)
+        qat_start = _calibrate_qat(qat, model, ds.splits["train"], val_ds, s)
+        _fit_phase(qat, run, "phase3", s, train_ds, val_ds, lr2, s.qat_epochs, end2, class_weight, strategy, s.patience,
+                   warmup)  # fmt: skip
         with atomic_path(run / QAT_MODEL) as tmp:
             save_qat_model(qat, tmp)
         qat = load_qat_model(run / QAT_MODEL)  # evaluate what was saved, as export will see it
@@ -262,7 +342,7 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
 
     rows = _history(run)
     _write_history(rows, run / "history.csv")
-    plot_learning_curves(rows, run / "learning_curves.png", pretrained)
+    plot_learning_curves(rows, run / "learning_curves.png", pretrained, qat_start=qat_start["val_top1"])
     y_pred = np.argmax(float_probs, 1)
     plot_confusion(
         y_test, y_pred, names, run / "confusion_matrix.png", f"Float model, test set (top-1 {float_m['top1']:.3f})"
@@ -284,6 +364,10 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
         "weights_requested": s.weights,
         "transfer_learning": pretrained,
         "epochs_run": {p: sum(1 for r in rows if r["phase"] == p) for p in ("phase1", "phase2", "phase3")},
+        "qat_start_agreement": qat_start["agreement"],
+        "qat_start_agreement_uncalibrated": qat_start["agreement_uncalibrated"],
+        "qat_start_val_top1": qat_start["val_top1"],
+        "first_epoch_accuracy": _first_epoch_accuracy(rows),
         "n_images": sizes,
         "n_skipped": len(ds.skipped),
         "class_names": names,
