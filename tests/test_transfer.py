@@ -173,3 +173,23 @@ def test_warmup_ramps_then_holds():
     assert np.isclose(float(w(0)), 1e-5) and np.isclose(float(w(4)), 5e-5)
     assert np.isclose(float(w(9)), 1e-4) and np.isclose(float(w(500)), 1e-4)
     assert WarmUp.from_config(w.get_config()).warmup_steps == 10
+
+
+@pytest.mark.slow
+def test_int8_comparison_reproduces_export_and_names_the_worst_layers(transfer_run: Path):
+    from export.int8_compare import compare_int8
+
+    doc = compare_int8(transfer_run, float_layers=(3,), only=("ptq", "ptq_float_3", "onnx_int8"))
+    v = doc["variants"]
+    assert set(v) == {"ptq", "ptq_float_3", "onnx_int8"}
+    assert not [k for k, row in v.items() if "error" in row], v
+    manifest = json.loads((transfer_run / "export" / "manifest.json").read_text())
+    published = {a["format"]: a for a in manifest["artifacts"]}
+    # the same converter on the same calibration images gives the published model's figures exactly
+    assert v["ptq"]["top1"] == pytest.approx(published["tflite_int8"]["test_top1"], abs=1e-4)
+    assert v["onnx_int8"]["top1"] == pytest.approx(published["onnx_int8"]["test_top1"], abs=0.01)
+    assert v["ptq_float_3"]["size_mb"] > v["ptq"]["size_mb"]  # three tensors really stayed float
+    worst = doc["worst_layers"]
+    assert len(worst) >= 10 and worst[0]["rmse_per_scale"] >= worst[-1]["rmse_per_scale"] > 0
+    for name in ("int8_comparison.md", "int8_comparison.json", "int8_layer_error.png"):
+        assert (transfer_run / "export" / name).stat().st_size > 0
