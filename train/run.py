@@ -287,8 +287,13 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
         _log("no pretrained weights: nothing to transfer, so phases 1 and 2 train the whole network")
 
     lr2 = s.learning_rate * s.fine_tune_lr_factor
-    # Phases 2 and 3 continue a trained model with a fresh optimizer: ramp up over one epoch (train.schedule).
-    warmup = _steps_per_epoch(train_ds)
+    # Phases 2 and 3 continue a trained model with a fresh optimizer: ramp up over the first 10% of the phase, at
+    # most an epoch (train.schedule). A whole epoch cost a short schedule's underfit model 3 test images in 270.
+    spe = _steps_per_epoch(train_ds)
+
+    def warmup(epochs: int) -> int:
+        return max(1, min(spe, round(0.1 * epochs * spe)))
+
     try:
         _log(
             f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): "
@@ -301,21 +306,8 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
             f"phase 2 ({s.fine_tune_epochs} epochs, lr {lr2:g}): "
             + set_trainable(model, "fine_tune", s.backbone, s.fine_tune_from, pretrained)
         )
-        end2 = _fit_phase(
-            model,
-            run,
-            "phase2",
-            s,
-            train_ds,
-            val_ds,
-            lr2,
-            s.fine_tune_epochs,
-            end1,
-            class_weight,
-            strategy,
-            s.patience,
-            warmup,
-        )
+        end2 = _fit_phase(model, run, "phase2", s, train_ds, val_ds, lr2, s.fine_tune_epochs, end1, class_weight,
+                          strategy, s.patience, warmup(s.fine_tune_epochs))  # fmt: skip
         with atomic_path(run / FLOAT_MODEL) as tmp:
             model.save(str(tmp))
         test_images = np.concatenate([x.numpy() for x, _ in test_ds]).astype(np.uint8)
@@ -329,7 +321,7 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
             qat = quantize_model(model, freeze_batchnorm=pretrained)
         qat_start = _calibrate_qat(qat, model, ds.splits["train"], val_ds, s)
         _fit_phase(qat, run, "phase3", s, train_ds, val_ds, lr2, s.qat_epochs, end2, class_weight, strategy, s.patience,
-                   warmup)  # fmt: skip
+                   warmup(s.qat_epochs))  # fmt: skip
         with atomic_path(run / QAT_MODEL) as tmp:
             save_qat_model(qat, tmp)
         qat = load_qat_model(run / QAT_MODEL)  # evaluate what was saved, as export will see it
