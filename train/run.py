@@ -7,9 +7,7 @@ BackupAndRestore saves every epoch, so re-running the same command after Ctrl-C 
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -19,14 +17,10 @@ import numpy as np
 
 from edge.atomic import atomic_path, write_json, write_text
 from train.data import load_dataset, save_splits
+from train.runfolder import FLOAT_MODEL, QAT_MODEL, RunError, check_out_folder, link_latest, previous_run, replace_run
 from train.settings import TrainSettings, resolve
 
-FLOAT_MODEL = "model_float.keras"
-QAT_MODEL = "model_qat.h5"
-
-
-class RunError(Exception):
-    """The run folder cannot be used as asked; the message says what to pass instead."""
+__all__ = ["FLOAT_MODEL", "QAT_MODEL", "RunError", "run_training"]
 
 
 def _log(msg: str) -> None:
@@ -50,33 +44,6 @@ def make_strategy(s: TrainSettings):
         return tf.distribute.get_strategy()
     _log(f"strategy: {s.strategy}, {strategy.num_replicas_in_sync} replica(s)")
     return strategy
-
-
-def _check_run_folder(s: TrainSettings, force: bool) -> bool:
-    """True if the run is already complete. Refuses to mix runs with different settings."""
-    run = s.run_dir
-    old_path = run / "settings.json"
-    if force and run.exists():
-        shutil.rmtree(run)
-    if not old_path.is_file():
-        return False
-    old = json.loads(old_path.read_text())
-    if old.get("settings_sha256") != s.sha256():
-        diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in s.to_dict().items() if k in old and old[k] != v]
-        raise RunError(
-            f"{run} holds a run with other settings ({'; '.join(diff[:4]) or 'different version'}): "
-            "pass --out runs/NEW_NAME, or --force to replace it"
-        )
-    return (run / "metrics.json").is_file()
-
-
-def _link_latest(run: Path) -> None:
-    latest = run.parent / "latest"
-    tmp = run.parent / ".latest.partial"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(run.name, tmp)
-    os.replace(tmp, latest)
 
 
 def _callbacks(run: Path, phase: str):
@@ -224,26 +191,73 @@ def _first_epoch_accuracy(rows: list[dict]) -> dict:
 def run_training(settings: TrainSettings, force: bool = False) -> dict:
     """Trains a run end to end and returns its metrics (see README, "Outputs of make train").
 
+    Ctrl-C at any point ends with the resume message and SystemExit(130).
+
     Raises:
         RunError: the run folder holds a run with other settings.
         train.data.DataError: the dataset is unusable (message names the folder and the fix).
     """
     s = resolve(settings)
+    interrupted = _Interrupts()
+    try:
+        with interrupted:
+            return _train(s, force)
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        if not interrupted.seen:
+            raise
+        # TensorFlow turns a Ctrl-C inside its own code into other errors ("Concurrent access?"): still a Ctrl-C
+    _log(f"\ninterrupted: re-run the same command to resume {s.run_dir} from its last finished epoch")
+    raise SystemExit(130) from None
+
+
+class _Interrupts:
+    """Notes that SIGINT arrived (then raises KeyboardInterrupt as Python does), in the main thread only."""
+
+    def __init__(self):
+        self.seen = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _train(s: TrainSettings, force: bool) -> dict:
     run = s.run_dir
-    if _check_run_folder(s, force):
+    check_out_folder(s, force)
+    if previous_run(s, force):
         _log(f"{run} is already complete (same settings); pass --force to train again")
-        _link_latest(run)
+        link_latest(run, _log)
         return json.loads((run / "metrics.json").read_text())
     if s.weights not in ("imagenet", "none"):  # a bad file is found before any data is read
         from train.weights import check_weights_file
 
         _log(f"weights: {s.weights}: {check_weights_file(s.weights, s.backbone, s.alpha)}")
     t0 = time.time()
+    # The data is read before anything is written or deleted: a bad --data leaves the folder as it was.
+    ds = load_dataset(s.data, s.image_size, s.val_split, s.test_split, s.seed, s.cache_dir)
+    if force:
+        replace_run(run)
     run.mkdir(parents=True, exist_ok=True)
     settings_doc = dict(s.to_dict(), settings_sha256=s.sha256())
     write_json(run / "settings.json", settings_doc)
-
-    ds = load_dataset(s.data, s.image_size, s.val_split, s.test_split, s.seed, s.cache_dir)
     names = ds.class_names
     sizes = {k: len(v) for k, v in ds.splits.items()}
     _log(f"data: {ds.source}, {len(names)} classes, train/val/test = {sizes['train']}/{sizes['val']}/{sizes['test']}")
@@ -294,43 +308,39 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
     def warmup(epochs: int) -> int:
         return max(1, min(spe, round(0.1 * epochs * spe)))
 
-    try:
-        _log(
-            f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): "
-            + set_trainable(model, "head", s.backbone, pretrained=pretrained)
-        )
-        end1 = _fit_phase(
-            model, run, "phase1", s, train_ds, val_ds, s.learning_rate, s.epochs, 0, class_weight, strategy, s.patience
-        )
-        _log(
-            f"phase 2 ({s.fine_tune_epochs} epochs, lr {lr2:g}): "
-            + set_trainable(model, "fine_tune", s.backbone, s.fine_tune_from, pretrained)
-        )
-        end2 = _fit_phase(model, run, "phase2", s, train_ds, val_ds, lr2, s.fine_tune_epochs, end1, class_weight,
-                          strategy, s.patience, warmup(s.fine_tune_epochs))  # fmt: skip
-        with atomic_path(run / FLOAT_MODEL) as tmp:
-            model.save(str(tmp))
-        test_images = np.concatenate([x.numpy() for x, _ in test_ds]).astype(np.uint8)
-        y_test = ds.splits["test"].labels
-        float_probs = model.predict(test_ds, verbose=0)
-        float_m = classification_metrics(y_test, float_probs, names)
-        _log(f"float model: test top-1 {float_m['top1']:.4f}")
+    _log(
+        f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): "
+        + set_trainable(model, "head", s.backbone, pretrained=pretrained)
+    )
+    end1 = _fit_phase(
+        model, run, "phase1", s, train_ds, val_ds, s.learning_rate, s.epochs, 0, class_weight, strategy, s.patience
+    )
+    _log(
+        f"phase 2 ({s.fine_tune_epochs} epochs, lr {lr2:g}): "
+        + set_trainable(model, "fine_tune", s.backbone, s.fine_tune_from, pretrained)
+    )
+    end2 = _fit_phase(model, run, "phase2", s, train_ds, val_ds, lr2, s.fine_tune_epochs, end1, class_weight,
+                      strategy, s.patience, warmup(s.fine_tune_epochs))  # fmt: skip
+    with atomic_path(run / FLOAT_MODEL) as tmp:
+        model.save(str(tmp))
+    test_images = np.concatenate([x.numpy() for x, _ in test_ds]).astype(np.uint8)
+    y_test = ds.splits["test"].labels
+    float_probs = model.predict(test_ds, verbose=0)
+    float_m = classification_metrics(y_test, float_probs, names)
+    _log(f"float model: test top-1 {float_m['top1']:.4f}")
 
-        _log(f"phase 3, quantization-aware training ({s.qat_epochs} epochs, lr {lr2:g})")
-        with strategy.scope():
-            qat = quantize_model(model, freeze_batchnorm=pretrained)
-        qat_start = _calibrate_qat(qat, model, ds.splits["train"], val_ds, s)
-        _fit_phase(qat, run, "phase3", s, train_ds, val_ds, lr2, s.qat_epochs, end2, class_weight, strategy, s.patience,
-                   warmup(s.qat_epochs))  # fmt: skip
-        with atomic_path(run / QAT_MODEL) as tmp:
-            save_qat_model(qat, tmp)
-        qat = load_qat_model(run / QAT_MODEL)  # evaluate what was saved, as export will see it
-        qat_probs = qat.predict(test_ds, verbose=0)
-        qat_m = classification_metrics(y_test, qat_probs, names)
-        _log(f"QAT model: test top-1 {qat_m['top1']:.4f} ({(qat_m['top1'] - float_m['top1']) * 100:+.2f} points)")
-    except KeyboardInterrupt:
-        _log(f"\ninterrupted: re-run the same command to resume {run} from its last finished epoch")
-        raise SystemExit(130) from None
+    _log(f"phase 3, quantization-aware training ({s.qat_epochs} epochs, lr {lr2:g})")
+    with strategy.scope():
+        qat = quantize_model(model, freeze_batchnorm=pretrained)
+    qat_start = _calibrate_qat(qat, model, ds.splits["train"], val_ds, s)
+    _fit_phase(qat, run, "phase3", s, train_ds, val_ds, lr2, s.qat_epochs, end2, class_weight, strategy, s.patience,
+               warmup(s.qat_epochs))  # fmt: skip
+    with atomic_path(run / QAT_MODEL) as tmp:
+        save_qat_model(qat, tmp)
+    qat = load_qat_model(run / QAT_MODEL)  # evaluate what was saved, as export will see it
+    qat_probs = qat.predict(test_ds, verbose=0)
+    qat_m = classification_metrics(y_test, qat_probs, names)
+    _log(f"QAT model: test top-1 {qat_m['top1']:.4f} ({(qat_m['top1'] - float_m['top1']) * 100:+.2f} points)")
 
     rows = _history(run)
     _write_history(rows, run / "history.csv")
@@ -370,10 +380,6 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
     }
     write_json(run / "metrics.json", metrics)  # written last: its presence means the run is complete
     shutil.rmtree(run / "backup", ignore_errors=True)
-    _link_latest(run)
+    link_latest(run, _log)
     _log(f"done in {metrics['train_seconds']:.0f} s: {run} (float {float_m['top1']:.4f}, QAT {qat_m['top1']:.4f})")
     return metrics
-
-
-def settings_from(**overrides) -> TrainSettings:
-    return dataclasses.replace(TrainSettings(), **overrides)
