@@ -123,3 +123,25 @@ def test_ctrl_c_while_qat_is_set_up_exits_130_with_the_resume_message(color_fold
     assert e.value.code == 130
     assert "re-run the same command to resume" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("{not json", "is not valid JSON"), ('["a", "list"]', "holds a JSON list"),
+     ('{"image_size": "96"}', "image_size is '96', not an int"), ('{"val_split": 2}', "--val-split")],
+)  # fmt: skip
+def test_corrupt_settings_json_is_one_line_in_export(tmp_path, text, message):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "export", "--run", str(run)], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "settings.json" in errors[0], r.stdout

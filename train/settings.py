@@ -101,10 +101,34 @@ def resolve(settings: TrainSettings) -> TrainSettings:
 
 
 def load_settings(run_dir: str | Path) -> TrainSettings:
-    """Reads runs/NAME/settings.json back (export and benchmarks use it)."""
+    """Reads runs/NAME/settings.json back (export and benchmarks use it), validated field by field.
+
+    Raises:
+        FileNotFoundError: no settings.json (not a training run).
+        SettingsError: one line naming the file and what is wrong: not JSON, not an object, a field of the wrong
+            type, or a value resolve() would refuse.
+    """
     p = Path(run_dir) / "settings.json"
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: {run_dir} is not a finished training run; run `python -m train` first")
-    d = json.loads(p.read_text())
+    fix = "restore the file train wrote, or train the run again with --force"
+    try:
+        d = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SettingsError(f"{p} is not valid JSON ({str(e).splitlines()[0]}): {fix}") from None
+    if not isinstance(d, dict):
+        raise SettingsError(f"{p} holds a JSON {type(d).__name__}, not the settings object train writes: {fix}")
+    for f in dataclasses.fields(TrainSettings):
+        if f.name not in d:
+            continue
+        want = {"str": str, "int": int, "float": (int, float), "bool": bool}[str(f.type)]
+        v = d[f.name]
+        if not isinstance(v, want) or (isinstance(v, bool) and str(f.type) != "bool"):
+            raise SettingsError(f"{p}: {f.name} is {v!r}, not a{'n' if str(f.type) == 'int' else ''} {f.type}: {fix}")
     known = {f.name for f in dataclasses.fields(TrainSettings)}
-    return TrainSettings(**{k: v for k, v in d.items() if k in known})
+    s = TrainSettings(**{k: v for k, v in d.items() if k in known})
+    try:
+        resolve(s)
+    except SettingsError as e:
+        raise SettingsError(f"{p}: {e}; {fix}") from None
+    return s
