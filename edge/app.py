@@ -41,6 +41,7 @@ class EdgeOptions:
     headless: bool = False  # print one JSON line per frame on stdout instead of showing a window
     max_frames: int | None = None  # stop after classifying this many frames; None: until the source ends or quit
     record: str | None = None  # also write the annotated frames to this .mp4 or .avi (atomically)
+    overwrite: bool = False  # let `record` replace an existing file (never the source); False: refuse, exit 2
     every_frame: bool | None = None  # True: every frame in order; False: newest only (no lag); None: True for files
     loop: bool = False  # start a video, image or folder over when it ends (demos, soak tests)
     print_every: int = 1  # headless: print every Nth frame's line (a service logging to the journal may want fewer)
@@ -77,17 +78,18 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         source_live: whether open_source is a live source (reconnect when it fails) or a file (end).
 
     Raises:
-        EdgeError, ManifestError: the model, manifest, backend, source or --record name cannot work; raised
-            before any camera is opened.
+        EdgeError, ManifestError: the model, manifest, backend, source or --record name cannot work (or --record
+            would replace a file without overwrite, or the source ever); raised before any camera is opened.
     """
     o = options
     # Everything that can be checked without a camera is checked first, cheapest first.
     spec = None if open_source is not None else parse_source(o.source)
+    if o.record:  # before check_source opens a video: a refused --record name opens nothing
+        source_file = spec.target if spec is not None and spec.kind in ("video", "image", "folder") else None
+        check_record_path(o.record, source=source_file, overwrite=o.overwrite)
     if spec is not None:
         quiet_opencv()
         check_source(spec)
-    if o.record:
-        check_record_path(o.record)
     if not o.headless:
         check_display()
     classifier = Classifier.from_model(o.model, o.backend, _threads(o.threads), top_k=o.top_k, min_score=o.min_score)

@@ -5,7 +5,8 @@
     python -m edge --model MODEL --source clip.mp4 --record annotated.mp4 --headless
 
 Exit codes: 0 when the source ends, on q/Esc, --max-frames, Ctrl-C or SIGTERM; 2 when the model, its manifest,
-the backend or the source cannot be used (one line on stderr naming the file and the fix); 1 on a crash.
+the backend, the source or the --record file cannot be used (one line on stderr naming the file and the fix); 1
+on a crash.
 """
 
 from __future__ import annotations
@@ -77,7 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "fps)",
     )
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after classifying this many frames")
-    p.add_argument("--record", default=None, metavar="OUT.mp4", help="also write the annotated video (.mp4 or .avi)")
+    p.add_argument(
+        "--record",
+        default=None,
+        metavar="OUT.mp4",
+        help="also write the annotated video (.mp4 or .avi), atomically: it appears whole when the run ends. Its "
+        "folder must exist and be writable; an existing file is replaced only with --overwrite, the --source never",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="let --record replace an existing file (never the --source itself)"
+    )
     p.add_argument(
         "--every-frame",
         action=argparse.BooleanOptionalAction,
@@ -95,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(a: argparse.Namespace) -> EdgeOptions:
     return EdgeOptions(
         model=a.model, source=a.source, backend=a.backend, threads=a.threads, top_k=a.top_k, min_score=a.min_score,
-        headless=a.headless, max_frames=a.max_frames, record=a.record, every_frame=a.every_frame, loop=a.loop,
-        print_every=a.print_every,
+        headless=a.headless, max_frames=a.max_frames, record=a.record, overwrite=a.overwrite,
+        every_frame=a.every_frame, loop=a.loop, print_every=a.print_every,
     )  # fmt: skip
 
 

@@ -138,11 +138,56 @@ class Window:
             cv2.waitKey(1)
 
 
-def check_record_path(path: str | os.PathLike) -> None:
+def _check_record_suffix(path: str | os.PathLike) -> None:
     """Raises EdgeError for a --record name whose container OpenCV cannot be relied on to write."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in RECORD_FOURCC:
+    if Path(path).suffix.lower() not in RECORD_FOURCC:
         raise EdgeError(f"--record {path}: name the file .mp4 (mp4v) or .avi (MJPG)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two names reach one file: the same resolved path (symlinks, "..") or, both existing, one inode."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_record_path(
+    path: str | os.PathLike, source: str | os.PathLike | None = None, overwrite: bool = False
+) -> None:
+    """Fails early, before the model is loaded or the source opened, on a --record name that would lose a file or
+    that cannot be written (otherwise that is found only when the recording is saved, after the whole run).
+
+    Args:
+        path: the --record file name.
+        source: the file or folder --source reads, if it is one: never written over, not even with `overwrite`.
+        overwrite: whether an existing file at `path` may be replaced (atomically, once the recording is whole).
+
+    Raises:
+        EdgeError: a suffix other than .mp4 or .avi; `path` is the source, a folder, or an existing file without
+            `overwrite`; its folder is missing, not a folder or not writable. The message names the path and the fix.
+    """
+    final = Path(path)
+    _check_record_suffix(final)
+    if source is not None and _same_file(final, Path(source).expanduser()):
+        raise EdgeError(f"--record {path} is the --source: record to another name (--overwrite never replaces it)")
+    folder = Path(os.path.abspath(final)).parent  # named in full: "." says nothing in a one-line error
+    if not folder.exists():
+        raise EdgeError(
+            f"--record {path}: folder {folder} does not exist: create it (mkdir -p {folder}) or record elsewhere"
+        )
+    if not folder.is_dir():
+        raise EdgeError(f"--record {path}: {folder} is a file, not a folder: record to another folder")
+    if not os.access(folder, os.W_OK | os.X_OK):  # the recording is written beside it, then renamed onto it
+        raise EdgeError(
+            f"--record {path}: folder {folder} is not writable: record to another folder or make it writable"
+        )
+    if final.is_dir():
+        raise EdgeError(f"--record {path} is a folder: name an .mp4 or .avi file")
+    if final.exists() and not overwrite:
+        raise EdgeError(f"--record {path} exists: pass --overwrite to replace it, or another name")
 
 
 class _Recorder:
@@ -205,11 +250,12 @@ def recording(path: str | os.PathLike, fps: float | None):
     (Ctrl-C included, if caught inside), never half-written. With no frames, no file is written.
 
     Args:
-        path: an .mp4 or .avi file name.
+        path: an .mp4 or .avi file name; a file already there is replaced (check_record_path, called before the
+            run, decides whether it may be).
         fps: the source's frame rate (video files); None measures the loop's real rate from the first frames.
     """
     final = Path(path)
-    check_record_path(final)
+    _check_record_suffix(final)
     try:
         with atomic_path(final) as tmp:
             rec = _Recorder(tmp, final, fps)

@@ -100,6 +100,7 @@ def test_onnx_backend_gives_the_same_labels(edge_run, clip):
 def test_record_and_max_frames(int8, clip, tmp_path):
     path, bgr, _ = clip
     out = tmp_path / "rec" / "annotated.mp4"
+    out.parent.mkdir()  # --record does not create folders: a mistyped one is an error, not a new folder
     p = run_edge("--headless", "--source", path, "--model", int8, "--record", out, "--max-frames", 25)
     assert p.returncode == 0, p.stderr
     assert len(_lines(p.stdout)) == 25
@@ -113,6 +114,98 @@ def test_record_and_max_frames(int8, clip, tmp_path):
     assert fps == pytest.approx(10.0)  # the clip's own rate
     assert not np.array_equal(frames[0], bgr[0])  # the overlay is drawn on it
     assert os.listdir(out.parent) == ["annotated.mp4"]  # no partial file left beside it
+
+
+def _count_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def _one_error_line(p: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a run refused before it started (no log lines: nothing was loaded or opened)."""
+    lines = _error_lines(p.stderr)
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("edge: error: "), p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    return lines[0]
+
+
+def test_record_refuses_an_existing_file(int8, clip, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    out.write_bytes(b"yesterday's recording")
+    p = run_edge("--headless", "--source", clip[0], "--model", int8, "--record", out, "--max-frames", 5)
+    assert _one_error_line(p) == f"edge: error: --record {out} exists: pass --overwrite to replace it, or another name"
+    assert out.read_bytes() == b"yesterday's recording"
+    assert os.listdir(tmp_path) == ["annotated.mp4"]
+
+
+def test_record_overwrite_replaces_an_existing_file(int8, clip, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    out.write_bytes(b"yesterday's recording")
+    p = run_edge("--headless", "--source", clip[0], "--model", int8, "--record", out, "--overwrite", "--max-frames", 5)
+    assert p.returncode == 0, p.stderr
+    assert _count_frames(out) == 5
+    assert os.listdir(tmp_path) == ["annotated.mp4"]  # replaced atomically: no partial file left beside it
+
+
+@pytest.mark.parametrize("name", ["same path, --overwrite", "other spelling", "symlink, --overwrite"])
+def test_record_never_writes_over_the_source(int8, clip, tmp_path, name):
+    source = tmp_path / "clip.mp4"
+    shutil.copy(clip[0], source)
+    (tmp_path / "sub").mkdir()
+    record = {
+        "same path, --overwrite": source,
+        "other spelling": tmp_path / "sub" / ".." / "clip.mp4",
+        "symlink, --overwrite": tmp_path / "sub" / "link.mp4",
+    }[name]
+    if name.startswith("symlink"):
+        record.symlink_to(source)
+    flags = ["--overwrite"] if "--overwrite" in name else []
+    before = sorted(os.listdir(tmp_path)), source.read_bytes()
+    p = run_edge("--headless", "--source", source, "--model", int8, "--record", record, *flags, "--max-frames", 5)
+    assert f"--record {record} is the --source: record to another name" in _one_error_line(p)
+    assert (sorted(os.listdir(tmp_path)), source.read_bytes()) == before
+    assert _count_frames(source) == len(clip[1])
+
+
+@pytest.mark.parametrize("case", ["missing folder", "under a file"])
+def test_record_into_a_folder_that_cannot_be_written_is_one_line(int8, clip, tmp_path, case):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    folder, message = {
+        "missing folder": (tmp_path / "no" / "such", "does not exist: create it"),
+        "under a file": (tmp_path / "notes.txt", "is a file, not a folder"),
+    }[case]
+    p = run_edge("--headless", "--source", clip[0], "--model", int8, "--record", folder / "out.mp4", "--max-frames", 5)
+    line = _one_error_line(p)
+    assert str(folder) in line and message in line
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # no folder made
+
+
+def test_record_into_a_read_only_folder_is_one_line(int8, clip, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.access(folder, os.W_OK):  # root: mode bits do not bind it, so answer as the kernel would for a user
+        access = os.access
+        denied = os.path.abspath(folder)
+        monkeypatch.setattr(
+            os,
+            "access",
+            lambda p, mode, **kw: access(p, mode, **kw) and not (mode & os.W_OK and os.path.abspath(p) == denied),
+        )
+    try:
+        code = cli.main(["--headless", "--source", str(clip[0]), "--model", str(int8), "--record",
+                         str(folder / "out.mp4"), "--max-frames", "5"])  # fmt: skip
+    finally:
+        folder.chmod(0o700)
+    err = capsys.readouterr().err
+    lines = _error_lines(err)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"folder {folder} is not writable" in lines[0]
+    assert os.listdir(folder) == []
 
 
 def test_overlay_draws_in_place_but_copies_a_strided_or_read_only_frame(int8, clip):
