@@ -18,6 +18,8 @@ import argparse
 import os
 import platform
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,6 +164,33 @@ def time_rows(pairs: list[tuple[dict, Backend]], runs: int, warmup: int, rounds:
             row.update(latency_stats(timed[id(row)]))
 
 
+_PROBE = (
+    "import sys\n"
+    "from benchmarks.latency import make_input\n"
+    "from edge.backends import backend_for_file, create_backend\n"
+    "b = create_backend(backend_for_file(sys.argv[1]), sys.argv[1], 1)\n"
+    "b.run(make_input(b.input))\n"
+)
+
+
+def probe_crash(path: Path, timeout: float = 120.0) -> str | None:
+    """Loads and runs a model once in a child process; the reason if that killed the process, else None.
+
+    An interpreter can crash the whole process on a malformed model that passes every check (tflite-runtime on a
+    graph whose indices are in range but wrong): measured in a child first, one such file costs one error row,
+    not the rows of every other model. Errors the child reports normally are left to the in-process load.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE, str(path)], env=env, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"{path} hung the interpreter (no answer in {timeout:.0f} s) on its first run"
+    if r.returncode < 0:
+        name = signal.Signals(-r.returncode).name if -r.returncode in signal.valid_signals() else -r.returncode
+        return f"{path} crashed the interpreter ({name}) on its first run: copy it again or re-run export"
+    return None
+
+
 def _open(path: Path, threads: int, row: dict) -> tuple[Backend | None, object | None]:
     """(backend, classifier or None); a model with its manifest beside it is opened as edge opens it (checksum,
     tensors), one without only in its runtime. On failure the row gets the error and (None, None) returns."""
@@ -186,6 +215,7 @@ def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int 
     tmp = tempfile.TemporaryDirectory(prefix="bench-loop-")
     video = capture_ms = None
     rows: list[dict] = []
+    crashes: dict[Path, str | None] = {}
     try:
         for t in threads:
             opened = []
@@ -199,6 +229,11 @@ def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int 
                     continue
                 row["size_mb"] = round(p.stat().st_size / 1e6, 4)
                 row["sha256"] = sha256_file(p)[:12]
+                if p not in crashes:
+                    crashes[p] = probe_crash(p)
+                if crashes[p]:
+                    add_error(row, "load", crashes[p])
+                    continue
                 backend, clf = _open(p, t, row)
                 if backend is not None:
                     opened.append((row, backend, clf))
@@ -266,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.out:  # found before measuring, not after: the measurements would be lost
+        out = Path(a.out).resolve()
+        if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK | os.X_OK):
+            why = "is a folder" if out.is_dir() else f"cannot be written ({out.parent} is not a writable folder)"
+            print(f"error: --out {a.out} {why}: pass a file path in a folder you can write", file=sys.stderr)
+            return 2
     device = a.device_name or default_device_name()
     meta = {"devices": {device: device_meta(device)}}
     rows = measure_models(a.model, threads, a.runs, a.warmup, a.rounds, device, a.loop_frames,

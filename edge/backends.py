@@ -17,6 +17,7 @@ import numpy as np
 from edge.errors import BackendError
 from edge.formats import RUNTIMES
 from edge.manifest import TensorSpec
+from edge.tflite_verify import ModelFileError, verify_tflite
 
 BACKENDS = RUNTIMES  # ("litert", "onnxruntime"): a backend is named after the runtime in the formats table
 
@@ -81,6 +82,10 @@ class LiteRTBackend(Backend):
 
     def __init__(self, model_path: str | Path, threads: int | None = None):
         interpreter_class = load_litert_interpreter()
+        try:  # tflite-runtime can crash the process on a malformed file: check its structure first
+            verify_tflite(model_path)
+        except ModelFileError as e:
+            raise BackendError(str(e)) from None
         self.package = interpreter_class.__module__.split(".")[0]  # ai_edge_litert or tflite_runtime, for the log
         try:
             self._it = interpreter_class(model_path=str(model_path), num_threads=threads)
