@@ -107,10 +107,27 @@ def load_rows(path: str | Path) -> tuple[list[dict], dict]:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{p} is not a JSON rows file ({e}); copy it again from the device") from None
+    if not isinstance(doc, (list, dict)):
+        raise ValueError(f"{p} holds a JSON {type(doc).__name__}, not benchmark rows; copy it again from the device")
     rows, meta = (doc, {}) if isinstance(doc, list) else (doc.get("rows"), doc.get("meta") or {})
     if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("format") for r in rows):
         raise ValueError(f"{p} holds no benchmark rows (expected {{'meta': ..., 'rows': [...]}})")
+    if not isinstance(meta, dict):
+        raise ValueError(f"{p}: meta is a JSON {type(meta).__name__}, not an object; copy it again from the device")
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            want = _COLUMN_TYPES.get(k, _NUMBER if k in COLUMNS else None)
+            if want is not None and v is not None and (not isinstance(v, want) or isinstance(v, bool)):
+                kind = "number" if want is _NUMBER else want[0].__name__
+                raise ValueError(f"{p}: row {i} ({r.get('format')}) has {k} = {v!r} where a {kind} belongs; "
+                                 "copy the file again from the device")  # fmt: skip
     return [{**dict.fromkeys(COLUMNS), **r} for r in rows], meta
+
+
+_NUMBER = (float, int)
+_TEXT = ("device", "format", "runtime", "quantization", "reference", "accuracy_from", "sha256", "file", "error")
+_COLUMN_TYPES = {**{k: (str,) for k in _TEXT}, "threads": (int,), "n_test": (int,), "n_runs": (int,),
+                 "loop_frames": (int,), "per_class_top1": (dict,)}  # fmt: skip
 
 
 def _fmt(v, digits: int) -> str:

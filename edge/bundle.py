@@ -124,6 +124,11 @@ def build_bundle(options: BundleOptions) -> Path:
     run = Path(options.run)
     if not run.is_dir():
         raise EdgeError(f"{run} not found: pass --run runs/NAME (a run folder with export/{MANIFEST_NAME})")
+    out_dir = Path(options.out)
+    nearest = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())  # atomic_path makes the rest
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        what = "a file" if not nearest.is_dir() else "not writable"
+        raise EdgeError(f"--out {out_dir} cannot be written ({nearest} is {what}): pass --out a folder you can write")
     name = run.resolve().name  # runs/latest is a link: name the bundle after the real run
     manifest_path = run / "export" / MANIFEST_NAME
     manifest = load_manifest(manifest_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edge.atomic import write_json
@@ -140,7 +140,36 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _build(cls, d: dict, where: str):
+_SCALARS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,)}
+
+
+def _type_ok(value, annotation: str) -> bool:
+    """Whether a parsed JSON value fits a field annotation of this module ("float | None", "list[int]", ...)."""
+    options = [a.strip() for a in annotation.split("|")]
+    for a in options:
+        if a == "None" and value is None:
+            return True
+        if a.startswith("list[") and isinstance(value, list):
+            inner = _SCALARS.get(a[5:-1])
+            if inner is None or all(isinstance(v, inner) and not isinstance(v, bool) for v in value):
+                return True
+        kinds = _SCALARS.get(a)
+        if kinds and isinstance(value, kinds) and (a == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+def _build(cls, d, where: str):
+    """cls(**d), each field's type checked, so a damaged manifest is one ManifestError, never a traceback later."""
+    if not isinstance(d, dict):
+        raise ManifestError(f"{where}: a {cls.__name__} entry is a JSON {type(d).__name__}, not an object; "
+                            "re-run export to rewrite it")  # fmt: skip
+    for f in fields(cls):
+        if f.name in d and str(f.type) in ("TensorSpec", "Preprocessing", "list[ArtifactEntry]"):
+            continue  # built from their own entries before this one
+        if f.name in d and not _type_ok(d[f.name], str(f.type)):
+            raise ManifestError(f"{where}: {cls.__name__}.{f.name} is {d[f.name]!r}, not {f.type}; "
+                                "re-run export to rewrite it")  # fmt: skip
     try:
         return cls(**d)
     except TypeError as e:
@@ -160,7 +189,11 @@ def manifest_from_dict(d: dict, where: str = "manifest") -> Manifest:
     d = dict(d)
     d["preprocessing"] = _build(Preprocessing, d.get("preprocessing") or {}, where)
     arts = []
+    if not isinstance(d.get("artifacts") or [], list):
+        raise ManifestError(f"{where}: artifacts is not a list; re-run export to rewrite it")
     for a in d.get("artifacts") or []:
+        if not isinstance(a, dict):
+            raise ManifestError(f"{where}: an artifact entry is a JSON {type(a).__name__}; re-run export to rewrite it")
         a = dict(a)
         a["input"] = _build(TensorSpec, a.get("input") or {}, where)
         a["output"] = _build(TensorSpec, a.get("output") or {}, where)

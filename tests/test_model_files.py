@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_model import REPO, session_run
+from edge_model import REPO, SAMPLES, session_run
 
 from edge.errors import BackendError
 from edge.tflite_verify import ModelFileError, verify_tflite
@@ -109,3 +110,53 @@ def test_latency_out_that_cannot_be_written_is_refused_before_measuring(edge_run
         assert len(errors) == 1 and f"--out {out}" in errors[0], r.stderr
         assert "ms median" not in r.stderr, "it measured before refusing"
     assert not (tmp_path / "rows.json").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [(lambda m: m.update(image_size="96"), "Manifest.image_size is '96', not int"),
+     (lambda m: m.update(labels="red green blue"), "Manifest.labels"),
+     (lambda m: m["artifacts"][0]["input"].update(shape="1,32,32,3"), "TensorSpec.shape"),
+     (lambda m: m["artifacts"][0]["output"].update(scale="0.1"), "TensorSpec.scale"),
+     (lambda m: m.update(artifacts=["tflite_int8.tflite"]), "an artifact entry is a JSON str"),
+     (lambda m: m.update(preprocessing=["RGB"]), "a Preprocessing entry is a JSON list")],
+)  # fmt: skip
+def test_a_damaged_manifest_is_one_line_in_edge(edge_run: Path, tmp_path, damage, message):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "tflite_int8.tflite").write_bytes((edge_run / "export" / "tflite_int8.tflite").read_bytes())
+    manifest = json.loads((edge_run / "export" / "manifest.json").read_text())
+    damage(manifest)
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    r = subprocess.run([sys.executable, "-m", "edge", "--model", str(export / "tflite_int8.tflite"), "--source",
+                        str(SAMPLES), "--headless"], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and message in errors[0] and "manifest.json" in errors[0], r.stderr
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [('"rows"', "holds a JSON str"), ('{"rows": [{"format": "tflite_int8", "latency_ms_median": "3.1"}]}',
+     "latency_ms_median = '3.1' where a number belongs"),
+     ('{"rows": [{"format": "tflite_int8", "threads": "2"}]}', "threads = '2' where a int belongs"),
+     ('{"rows": [{"format": "tflite_int8"}], "meta": [1]}', "meta is a JSON list")],
+)  # fmt: skip
+def test_damaged_rows_to_merge_are_one_line(tmp_path, doc, message):
+    from benchmarks.rows import load_rows
+
+    p = tmp_path / "pi4.json"
+    p.write_text(doc)
+    with pytest.raises(ValueError, match=message) as e:
+        load_rows(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bundle_out_that_cannot_be_written_is_refused(edge_run: Path, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    r = subprocess.run([sys.executable, "-m", "edge.bundle", "--run", str(edge_run), "--out",
+                        str(tmp_path / "notes.txt" / "dist")], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "cannot be written" in r.stdout + r.stderr and "Traceback" not in r.stderr

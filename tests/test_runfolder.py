@@ -145,3 +145,11 @@ def test_corrupt_settings_json_is_one_line_in_export(tmp_path, text, message):
     assert "Traceback" not in r.stderr, r.stderr
     errors = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "settings.json" in errors[0], r.stdout
+
+
+def test_out_that_cannot_be_written_is_refused_before_any_data(tmp_path):
+    from train.run import RunError, run_training
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(RunError, match=r"cannot be written \(.*notes.txt is a file\)"):
+        run_training(tiny_settings(tmp_path / "no-such-data", tmp_path / "notes.txt" / "run"))

@@ -46,6 +46,11 @@ def check_out_folder(s: TrainSettings, force: bool) -> None:
     run = s.run_dir
     if run.exists() and not run.is_dir():
         raise RunError(f"--out {run} is a file, not a folder: pass --out runs/NEW_NAME")
+    nearest = next(p for p in (run, *run.absolute().parents) if p.exists())
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        what = "is a file" if not nearest.is_dir() else "is not writable"
+        raise RunError(f"--out {run} cannot be written ({nearest} {what}): pass --out runs/NEW_NAME in a folder you "
+                       "can write")  # fmt: skip
     data = Path(s.data)
     if data.exists():
         if _inside(data, run):
