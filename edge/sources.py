@@ -1,7 +1,7 @@
 """Frame sources: what --source names, and the capture objects that read it.
 
     spec = parse_source("0")            # camera index; also /dev/video2, picamera, a video, an image, a folder, a URL
-    check_source(spec)                  # SourceError now for what can never work (no picamera2, empty folder)
+    check_source(spec)                  # SourceError now for what can never work (no picamera2, no readable image)
     cap = open_capture(spec)            # read() -> (ok, BGR frame), release(), like cv2.VideoCapture
 
 Live sources (cameras, streams) are read by edge.reader.FrameReader, which reconnects when they drop out.
@@ -84,12 +84,22 @@ def check_source(spec: SourceSpec) -> None:
     """Fails early, without opening any camera, on a source that cannot work.
 
     Raises:
-        SourceError: picamera2 missing, an empty folder, an unreadable image or video; the message says what to do.
+        SourceError: picamera2 missing, a folder without a readable image, an unreadable image or video; the message
+            says what to do.
     """
     if spec.kind == "picamera":
         _import_picamera2()
-    elif spec.kind == "folder" and not list_images(spec.target):
-        raise SourceError(f"{spec.target} has no images ({' '.join(IMAGE_SUFFIXES)}): pass a folder of pictures")
+    elif spec.kind == "folder":
+        images = list_images(spec.target)
+        if not images:
+            raise SourceError(f"{spec.target} has no images ({' '.join(IMAGE_SUFFIXES)}): pass a folder of pictures")
+        # Stops at the first readable picture (usually the first): unreadable ones among good ones are skipped
+        # with a warning as they come, but a folder of nothing but them would be a run that classifies nothing.
+        if not any(cv2.imread(str(path), cv2.IMREAD_COLOR) is not None for path in images):
+            raise SourceError(
+                f"{spec.target} has no readable images: none of its {len(images)} image files can be decoded "
+                "(corrupt, empty or not what their names say): pass a folder of JPEG or PNG pictures"
+            )
     elif spec.kind == "image" and cv2.imread(str(spec.target)) is None:
         raise SourceError(f"{spec.target} is not a readable image: pass a JPEG or PNG file")
     elif spec.kind == "video":

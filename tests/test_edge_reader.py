@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from edge_model import LABELS, make_images, session_run
+from edge_model import LABELS, make_images, run_edge, session_run, write_images
 
 from edge.app import EdgeOptions, run
 from edge.classifier import Classifier
@@ -204,3 +204,23 @@ def test_a_read_error_with_prepare_still_hands_over_the_frames_before_it():
         with pytest.raises(OSError, match="disk gone"):
             reader.get(timeout=2)
     assert got == [0, 1, 2]
+
+
+def test_a_folder_of_only_unreadable_images_is_one_line_and_exit_2(edge_run, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not a jpeg at all")
+    (folder / "b.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image name: ignored, as before")
+    model = edge_run / "export" / "tflite_int8.tflite"
+    p = run_edge("--headless", "--source", folder, "--model", model)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("edge: error: "), p.stderr
+    assert f"{folder} has no readable images" in lines[0] and "pass a folder of" in lines[0]
+    assert "Traceback" not in p.stderr and p.stdout == ""
+
+    write_images(folder, *make_images(1, seed=3))  # one readable picture: the run goes on, skipping the others
+    p = run_edge("--headless", "--source", folder, "--model", model)
+    assert p.returncode == 0, p.stderr
+    assert [json.loads(line)["source"] for line in p.stdout.splitlines()] == ["img_000.png"]
+    assert p.stderr.count("is not a readable image (skipped)") == 2
