@@ -48,7 +48,13 @@ def test_backbone_features_transfer_to_digits(pretrained_backbone: Path):
 
 @pytest.fixture(scope="session")
 def transfer_run(pretrained_backbone, tmp_path_factory) -> Path:
-    """digits from the pretrained backbone, on the short schedule of the issue (4/3/1 epochs), then int8 export."""
+    """digits from the pretrained backbone through all three phases (default schedule), then int8 export.
+
+    The default schedule, not the issue's short one: at 48 px the short schedule leaves a 0.75 model whose int8
+    agreement (0.944 to 0.967 over runs) straddles the 0.95 gate, a flaky test; the default one reaches 0.82 with
+    int8 agreement 0.967 to 0.989. The short schedule's figures are measured at 96 px (README, "Pretrained weights
+    without internet").
+    """
     from export.run import export_run
     from export.settings import ExportSettings
     from train.run import run_training
@@ -56,8 +62,7 @@ def transfer_run(pretrained_backbone, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("transfer") / "digits"
     run_training(TrainSettings(data="digits", out=str(out), image_size=SIZE, alpha=0.35,
-                               weights=str(pretrained_backbone), epochs=4, fine_tune_epochs=3,
-                               qat_epochs=1))  # fmt: skip
+                               weights=str(pretrained_backbone)))  # fmt: skip
     result = export_run(ExportSettings(run=str(out), formats="tflite_int8,tflite_int8_qat,onnx_int8"))
     (out / "export_result.json").write_text(json.dumps(result))
     return out
@@ -69,7 +74,7 @@ def test_transfer_run_is_transfer_learning(transfer_run: Path, pretrained_backbo
     assert metrics["transfer_learning"] is True and metrics["weights_used"] == str(pretrained_backbone)
     log = (transfer_run / "history.csv").read_text()
     assert "phase1" in log and "phase2" in log and "phase3" in log
-    assert metrics["test_top1_float"] >= 0.7, metrics["test_top1_float"]
+    assert metrics["test_top1_float"] >= 0.75, metrics["test_top1_float"]  # measured 0.82
 
 
 @pytest.mark.slow
@@ -77,7 +82,7 @@ def test_qat_starts_where_float_ends(transfer_run: Path):
     """Calibrated ranges: the fresh QAT model agrees with float (tfmot's +-6 start agreed on about 10%)."""
     m = json.loads((transfer_run / "metrics.json").read_text())
     assert m["qat_start_agreement_uncalibrated"] < 0.5, m  # what tfmot alone gives: the check can fail
-    assert m["qat_start_agreement"] >= 0.9, m  # measured 0.944 on this small, weak (0.75) model
+    assert m["qat_start_agreement"] >= 0.95, m  # measured 0.981
     first = m["first_epoch_accuracy"]
     assert first["phase3"]["drop_points"] <= 3.0, first  # was 35 points (0.97 -> 0.62) before calibration
     assert first["phase2"]["drop_points"] <= 3.0, first  # warm-up: the first fine-tuning epoch keeps the head
