@@ -35,7 +35,7 @@ from edge.formats import FORMATS, format_for_file
 from edge.manifest import TensorSpec, find_manifest, package_versions, sha256_file
 
 # What a device needs of benchmarks/ (beside edge/) to run this module: a bundle ships these files.
-DEVICE_FILES = ("__init__.py", "settings.py", "rows.py", "loop.py", "latency.py")
+DEVICE_FILES = ("__init__.py", "settings.py", "rows.py", "loop.py", "latency.py", "soak.py")
 _PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy", "opencv-python-headless", "opencv-python",
              "tensorflow")  # fmt: skip
 

@@ -331,6 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     s = SoakSettings(model=a.model, frames=a.frames, interval=a.interval, warmup=a.warmup, rss_every=a.rss_every,
                      threads=a.threads, video_frames=a.video_frames, video_codec=a.video_codec,
                      max_growth_pct=a.max_growth, out=a.out, plot=a.plot)  # fmt: skip
+    if s.plot:  # found before the soak, not after it: a Pi bundle has neither matplotlib nor benchmarks/plots.py
+        try:
+            import matplotlib  # noqa: F401
+
+            import benchmarks.plots  # noqa: F401
+        except ImportError as e:
+            print(f"error: --plot needs {e.name or 'matplotlib'} (host side): pass --out soak.json here and plot it "
+                  "on the host, or leave --plot out", file=sys.stderr)  # fmt: skip
+            return 2
     try:
         report = run_soak(s, log=lambda m: print(m, file=sys.stderr, flush=True))
     except (BenchError, EdgeError, ManifestError) as e:
