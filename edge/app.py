@@ -5,7 +5,8 @@
 
 run() checks the model (manifest, sha256, tensors) and the source before it opens any camera, then reads and
 preprocesses frames on threads of their own (edge.reader), and classifies them here until the source ends,
---max-frames, q/Esc or Ctrl-C.
+--max-frames, q/Esc or Ctrl-C. With --headless, a live source's outage adds a line when it begins and one when it
+ends (event_record), in order between the frame lines.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
 from edge.classifier import Classifier, Result
 from edge.display import FpsMeter, Window, check_display, check_record_path, draw_overlay, recording
-from edge.reader import Frame, FrameReader
+from edge.reader import Frame, FrameReader, SourceEvent
 from edge.sources import Capture, check_source, open_capture, parse_source, quiet_opencv, source_fps
 
 log = logging.getLogger("edge")
@@ -63,6 +65,26 @@ def result_record(frame: Frame, result: Result, fps: float | None) -> dict:
         "inference_ms": round(result.inference_ms, 3),
         "fps": round(fps, 2) if fps else None,  # frames per second of the whole loop, over the last 30 frames
     }
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def event_record(event: SourceEvent) -> dict:
+    """The JSON line for an outage beginning or ending; frame lines never have an "event" key, these always do."""
+    record = {
+        "event": event.kind,  # "outage" or "recovered"
+        "time": round(event.time, 3),  # Unix time when it was noticed (recovered: the first frame back was read)
+        "source": event.source,
+        "since": _iso(event.since),  # when the frames stopped (UTC)
+        "reason": event.reason,  # "stalled" (no new frame within --stall-timeout) or "failed" (read or open failed)
+        "last_frame": event.last_frame,  # the last frame before the outage (null: none yet)
+    }
+    if event.kind == "recovered":
+        record["outage_s"] = round(event.outage_s, 2)  # seconds without frames
+        record["tries"] = event.tries  # reopens it took
+    return record
 
 
 def _threads(n: int | None) -> int:
@@ -115,8 +137,9 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         reader.stop()
         if window is not None:
             window.close()
-    log.info("%d frames classified from %s%s", n, name,
-             f" ({reader.frames_dropped} skipped to stay current)" if reader.frames_dropped else "")  # fmt: skip
+    log.info("%d frames classified from %s%s%s", n, name,
+             f" ({reader.frames_dropped} skipped to stay current)" if reader.frames_dropped else "",
+             f", {reader.outages} outage{'s' if reader.outages > 1 else ''}" if reader.outages else "")  # fmt: skip
     return 0
 
 
@@ -128,6 +151,9 @@ def _loop(o: EdgeOptions, classifier: Classifier, reader: FrameReader, window, r
     try:
         while o.max_frames is None or n < o.max_frames:
             frame = reader.get(timeout=0.1)
+            for event in reader.pop_events():  # each before the frame it came with: the order things happened
+                if o.headless:
+                    _print_line(event_record(event))
             if frame is None:
                 if reader.done:
                     break
@@ -138,8 +164,7 @@ def _loop(o: EdgeOptions, classifier: Classifier, reader: FrameReader, window, r
             fps = meter.tick()
             n += 1
             if o.headless and (n - 1) % o.print_every == 0:
-                sys.stdout.write(json.dumps(result_record(frame, result, fps)) + "\n")
-                sys.stdout.flush()
+                _print_line(result_record(frame, result, fps))
             if rec is not None or window is not None:
                 canvas = draw_overlay(frame.image, result, fps)  # in place: the loop owns the frame now
                 if rec is not None:
@@ -149,3 +174,8 @@ def _loop(o: EdgeOptions, classifier: Classifier, reader: FrameReader, window, r
     except KeyboardInterrupt:
         log.info("interrupted, stopping")
     return n
+
+
+def _print_line(record: dict) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()  # a line as it happens: consumers (and journald) see an outage while it lasts

@@ -5,6 +5,8 @@ and inference overlap.
                          prepare=classifier.preprocess).start()
     while not reader.done:
         frame = reader.get(timeout=0.1)   # Frame(index, image, name, time, input), or None if none came in time
+        for event in reader.pop_events():  # SourceEvent: an outage began or ended, before `frame` in time
+            ...
 
 One thread reads (decodes) frames; with `prepare` (the model's preprocessing), a second thread makes each frame
 into the model's input (Frame.input). The loop's thread then only runs the model and draws, so while frame N is
@@ -17,8 +19,11 @@ Two modes:
   camera never builds up lag; frame indices then skip the frames that were dropped.
 - every frame (files, folders, test input): each frame is handed over, in order; the reader waits for the loop.
 
-A live source that stops giving frames (read fails, camera unplugged, stream ends) is reopened with capped
-exponential backoff; the outage is logged once, and so is the recovery. A file source that ends, ends.
+A live source that stops giving frames (read fails, camera unplugged, stream ends, or a stream stalls: the capture
+opened by edge.sources gives up on a read after the stall timeout) is reopened with capped exponential backoff; the
+outage is reported once, and so is the recovery: a warning each, and a SourceEvent each, which travels through the
+stages in order with the frames (never dropped), so the loop sees it between the last frame before it and the
+first one after it. A file source that ends, ends.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -49,17 +55,37 @@ class Frame:
     input: np.ndarray | None = None  # prepare(image), made on the preparing thread; None without prepare
 
 
+@dataclass(frozen=True)
+class SourceEvent:
+    """A live source's outage beginning ("outage") or ending ("recovered")."""
+
+    kind: str  # "outage": no frames, reconnecting; "recovered": a frame came again
+    source: str  # the source as messages name it
+    time: float  # time.time() when it was noticed: the outage detected, or the first frame after it read
+    since: float  # time.time() when the frames stopped: the last frame before the outage (or when reading began)
+    reason: str  # "stalled": no new frame within the stall timeout; "failed": a read failed, or the open did
+    last_frame: int | None  # index of the last frame before the outage; None if none was read yet
+    tries: int = 0  # "recovered": how many reopens it took
+
+    @property
+    def outage_s(self) -> float:
+        """Seconds without frames: from `since` to `time`."""
+        return max(0.0, self.time - self.since)
+
+
 class _Handoff:
     """Frames from one thread to the next: every frame in order through a bounded queue, or only the newest.
 
-    The producer calls put() per frame and close() when it has no more; the consumer calls get() until ended.
+    The producer calls put() per frame (or SourceEvent) and close() when it has no more; the consumer calls get()
+    until ended. Events are never dropped and keep their place: in latest-frame mode a new frame replaces only a
+    frame that is still waiting after the last event, never one from before it.
     """
 
     def __init__(self, every_frame: bool, size: int, stop: threading.Event):
         self.every_frame, self._stop = every_frame, stop
         self._queue: queue.Queue = queue.Queue(maxsize=size)
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
+        self._items: deque = deque()  # latest-frame mode: events, and at most one frame after the last of them
         self._closed = False  # the producer has finished
         self._ended = False  # every-frame mode: the end marker was taken
         self.dropped = 0  # latest-frame mode: frames replaced before the consumer took them
@@ -70,17 +96,19 @@ class _Handoff:
         if self.every_frame:
             return self._ended
         with self._cond:
-            return self._closed and self._latest is None
+            return self._closed and not self._items
 
-    def put(self, frame: Frame) -> None:
-        """Hands a frame over; every-frame mode waits for room (until stopped)."""
+    def put(self, item: Frame | SourceEvent) -> None:
+        """Hands a frame or an event over; every-frame mode waits for room (until stopped)."""
         if self.every_frame:
-            self._put(frame)
+            self._put(item)
             return
         with self._cond:
-            if self._latest is not None:
+            if isinstance(item, Frame) and self._items and isinstance(self._items[-1], Frame):
+                self._items[-1] = item
                 self.dropped += 1
-            self._latest = frame
+            else:
+                self._items.append(item)
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -90,8 +118,8 @@ class _Handoff:
         if self.every_frame:
             self._put(_END, force=True)
 
-    def get(self, timeout: float | None) -> Frame | None:
-        """The next frame, or None if none came within `timeout` seconds or the producer has ended."""
+    def get(self, timeout: float | None) -> Frame | SourceEvent | None:
+        """The next frame or event, or None if none came within `timeout` seconds or the producer has ended."""
         if self.every_frame:
             if self._ended:
                 return None
@@ -104,9 +132,8 @@ class _Handoff:
                 return None
             return item
         with self._cond:
-            self._cond.wait_for(lambda: self._latest is not None or self._closed, timeout=timeout)
-            frame, self._latest = self._latest, None
-            return frame
+            self._cond.wait_for(lambda: self._items or self._closed, timeout=timeout)
+            return self._items.popleft() if self._items else None
 
     def drain(self) -> None:
         """Empties the queue, so a producer waiting for room sees the stop."""
@@ -145,6 +172,7 @@ class FrameReader:
         queue_size: int = 4,
         warn: Callable[[str], None] | None = None,
         prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+        stall_timeout_s: float | None = None,
     ):
         """
         Args:
@@ -160,11 +188,15 @@ class FrameReader:
             prepare: run on each frame on a thread of its own (the model's preprocessing); its result is
                 Frame.input. An error in it ends the frames: get() raises it once the frames prepared before it
                 are handed over, as it does a failed file read.
+            stall_timeout_s: the read timeout `open_capture` gave the capture, if any. It only names outages: a
+                read that waited at least half of it marks the stream as stalled from when that read began (the
+                frames OpenCV still hands over from its decoder after a timed-out read are older than that).
         """
         self._open, self.name, self.live, self.every_frame, self.loop = open_capture, name, live, every_frame, loop
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self._warn = warn or log.warning
         self._prepare = prepare
+        self.stall_timeout_s = stall_timeout_s
         self._stop = threading.Event()
         self._out = _Handoff(every_frame, queue_size, self._stop)  # to the loop
         self._raw = _Handoff(every_frame, queue_size, self._stop) if prepare else None  # reader -> preparer
@@ -174,6 +206,11 @@ class FrameReader:
         self._lock = threading.Lock()
         self._cap: Capture | None = None
         self._error: BaseException | None = None
+        self._events: list[SourceEvent] = []  # taken from the stages by get(), in order, until pop_events()
+        self._last_frame: tuple[int, float] | None = None  # reader thread: (index, time.time()) of the last frame
+        self._slow_read: tuple[float, float] | None = None  # reader thread: the last read that waited long: its
+        # start (time.time()) and end (time.monotonic())
+        self._started = time.time()  # when reading began (the reader thread sets it again)
         self.frames_read = 0
         self.outages = 0
 
@@ -210,14 +247,28 @@ class FrameReader:
     def get(self, timeout: float | None = None) -> Frame | None:
         """The next frame, or None if none came within `timeout` seconds or the source has ended (see `done`).
 
+        Outage events met on the way are kept for pop_events(): call it after each get() to see them in order,
+        each before the frame returned with it.
+
         Raises:
             the error that stopped the reader or the preparer thread, once the frames before it are handed over.
         """
-        frame = self._out.get(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            frame = self._out.get(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if not isinstance(frame, SourceEvent):
+                break
+            self._events.append(frame)
         if frame is None and self.done and self._error is not None:
             err, self._error = self._error, None
             raise err
         return frame
+
+    def pop_events(self) -> list[SourceEvent]:
+        """The outage and recovery events get() has met since the last call, oldest first; each came before the
+        frame that get() returned with it (and after the frames it returned before)."""
+        events, self._events = self._events, []
+        return events
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stops reading and releases the capture (on the reader thread, which owns it)."""
@@ -253,7 +304,7 @@ class FrameReader:
     def _run(self) -> None:
         """The reader thread: reads frames into the preparer's handoff (or straight to the loop's)."""
         sink = self._raw or self._out
-        index = 0
+        index, self._started = 0, time.time()
         try:
             if self._cap is None:
                 self._cap = self._try_open()
@@ -278,12 +329,12 @@ class FrameReader:
     def _prepare_run(self) -> None:
         """The preparer thread: makes each frame into the model's input, in the order read."""
         while not self._stop.is_set():
-            frame = self._raw.get(timeout=0.1)
-            if frame is None:
+            item = self._raw.get(timeout=0.1)
+            if item is None:
                 if self._raw.ended:
                     break
                 continue
-            self._out.put(replace(frame, input=self._prepare(frame.image)))
+            self._out.put(item if isinstance(item, SourceEvent) else replace(item, input=self._prepare(item.image)))
 
     def _frame_name(self) -> str:
         name = getattr(self._cap, "name", None)
@@ -298,12 +349,17 @@ class FrameReader:
     def _read(self) -> tuple[bool, np.ndarray | None]:
         if self._cap is None:
             return False, None
+        started, started_wall = time.monotonic(), time.time()
         try:
             ok, img = self._cap.read()
         except Exception:  # drivers raise on unplug; for a live source this is an outage like any failed read
             if not self.live:
                 raise
             return False, None
+        finally:
+            ended = time.monotonic()
+            if self.stall_timeout_s and ended - started >= self.stall_timeout_s / 2:
+                self._slow_read = (started_wall, ended)  # a stall in the making: see _outage()
         if not ok or img is None or img.size == 0:
             return False, None
         return True, img
@@ -316,21 +372,40 @@ class FrameReader:
             except Exception:  # releasing a dead device can fail too; it is gone either way
                 pass
 
+    def _outage(self) -> SourceEvent:
+        """The event for an outage noticed now: since when there were no frames, and why."""
+        last_index, last_time = self._last_frame if self._last_frame is not None else (None, self._started)
+        # A read that waited half the stall timeout or more and ended just before this failure: the stream went
+        # quiet when that read began. (After FFmpeg's read timeout fires, OpenCV still hands over the frames left in
+        # its decoder, at once, so the last frame read is up to a stall timeout later than the stall.)
+        slow, stall = self._slow_read, self.stall_timeout_s
+        stalled = slow is not None and stall is not None and time.monotonic() - slow[1] <= stall
+        since = min(slow[0], last_time) if stalled else last_time
+        self._slow_read = None  # spent: a failure soon after the recovery is not this stall again
+        return SourceEvent("outage", self.name, time.time(), since, "stalled" if stalled else "failed", last_index)
+
     def _reconnect(self, sink: _Handoff, index: int) -> bool:
         """Reopens a live source until it gives a frame (delivered as `index`); False if stopped first."""
         self.outages += 1
-        started, delay, tries = time.monotonic(), self.retry_initial_s, 0
-        self._warn(
-            f"{self.name}: no frames (read failed, device gone or stream ended); reconnecting with backoff "
-            f"up to {self.retry_max_s:g} s"
+        outage = self._outage()
+        delay, tries = self.retry_initial_s, 0
+        why = (
+            f"stalled: no new frame within the {self.stall_timeout_s:g} s stall timeout"
+            if outage.reason == "stalled"
+            else "read failed: device gone, stream ended or not reachable"
         )
+        since = time.strftime("%H:%M:%S", time.localtime(outage.since))
+        self._warn(f"{self.name}: no frames since {since} ({why}); reconnecting, backoff up to {self.retry_max_s:g} s")
+        sink.put(outage)
         while not self._stop.wait(delay):
             tries += 1
             self._release()
             self._cap = self._try_open()
             ok, img = self._read()
             if ok:
-                self._warn(f"{self.name}: frames are back after {time.monotonic() - started:.1f} s ({tries} tries)")
+                back = replace(outage, kind="recovered", time=time.time(), tries=tries)
+                self._warn(f"{self.name}: frames are back after {back.outage_s:.1f} s ({tries} tries)")
+                sink.put(back)
                 self._deliver(sink, index, img)
                 return True
             delay = min(delay * 2, self.retry_max_s)
@@ -338,4 +413,6 @@ class FrameReader:
 
     def _deliver(self, sink: _Handoff, index: int, img: np.ndarray) -> None:
         self.frames_read += 1
-        sink.put(Frame(index, img, self._frame_name(), time.time()))
+        now = time.time()
+        self._last_frame = (index, now)
+        sink.put(Frame(index, img, self._frame_name(), now))

@@ -16,7 +16,7 @@ from edge_model import LABELS, make_images, run_edge, session_run, write_images
 from edge.app import EdgeOptions, run
 from edge.classifier import Classifier
 from edge.cli import configure_logging
-from edge.reader import FrameReader
+from edge.reader import Frame, FrameReader, SourceEvent, _Handoff
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +135,16 @@ def test_the_loop_survives_an_outage_and_classifies_frames_after_it(edge_run, ca
                        retry_max_s=0.004)  # fmt: skip
     assert run(opts, open_source=cam.open) == 0
     out, err = capsys.readouterr()
-    lines = [json.loads(line) for line in out.splitlines()]
+    everything = [json.loads(line) for line in out.splitlines()]
+    lines = [d for d in everything if "event" not in d]  # the frame lines, as they always were
     assert [d["frame"] for d in lines] == list(range(30))
+    assert all(set(d) == {"time", "frame", "source", "label", "score", "top_k", "inference_ms", "fps"} for d in lines)
+    # The outage is two lines, where it happened: after frame 9, before frame 10.
+    assert [d.get("event", d.get("frame")) for d in everything[9:13]] == [9, "outage", "recovered", 10]
+    outage, back = everything[10], everything[11]
+    assert outage["reason"] == back["reason"] == "failed" and outage["last_frame"] == back["last_frame"] == 9
+    assert outage["since"] == back["since"] and outage["source"] == "injected source"
+    assert back["tries"] == 6 and 0 <= back["outage_s"] < 30
     clf = Classifier.from_model(model)
     expected = [clf.classify(p).top.label for p in pictures]
     assert [d["label"] for d in lines] == expected  # the frames after the outage are classified, in order
@@ -224,3 +232,89 @@ def test_a_folder_of_only_unreadable_images_is_one_line_and_exit_2(edge_run, tmp
     assert p.returncode == 0, p.stderr
     assert [json.loads(line)["source"] for line in p.stdout.splitlines()] == ["img_000.png"]
     assert p.stderr.count("is not a readable image (skipped)") == 2
+
+
+def _seen(reader: FrameReader, n_frames: int) -> list[Frame | SourceEvent]:
+    """What the loop sees, in order: each get()'s events, then its frame, until n_frames frames."""
+    seen: list = []
+    while sum(isinstance(x, Frame) for x in seen) < n_frames:
+        frame = reader.get(timeout=5)
+        seen += reader.pop_events()
+        assert frame is not None, f"no frame after {seen}"
+        seen.append(frame)
+    return seen
+
+
+def _kinds(seen) -> list:
+    return [x.index if isinstance(x, Frame) else x.kind for x in seen]
+
+
+class StallingCamera(FakeCamera):
+    """A stream that stalls at read `stall_at`, as FFmpeg with a read timeout gives it to OpenCV: that read waits
+    `wait_s` (the timeout) and still returns a frame left in the decoder, the next one fails at once."""
+
+    def __init__(self, frames, stall_at: int, wait_s: float):
+        super().__init__(frames, fail_reads=[stall_at + 1])
+        self.stall_at, self.wait_s = stall_at, wait_s
+
+    def read(self):
+        if self.reads == self.stall_at:
+            time.sleep(self.wait_s)
+        return super().read()
+
+
+@pytest.mark.parametrize("prepare", [None, _first_pixel_times_two], ids=["no prepare", "prepare"])
+def test_a_stalled_stream_is_one_outage_event_and_one_recovery_in_order_with_the_frames(prepare):
+    cam = StallingCamera(_numbered(50), stall_at=5, wait_s=0.3)
+    messages: list[str] = []
+    reader = FrameReader(cam.open, name="rtsp://cam", live=True, every_frame=True, retry_initial_s=0.001,
+                         retry_max_s=0.004, warn=messages.append, prepare=prepare, stall_timeout_s=0.4)  # fmt: skip
+    with reader:
+        seen = _seen(reader, 12)
+    assert _kinds(seen) == [0, 1, 2, 3, 4, 5, "outage", "recovered", 6, 7, 8, 9, 10, 11]
+    frames = [x for x in seen if isinstance(x, Frame)]
+    assert [int(f.image[0, 0, 0]) for f in frames] == list(range(12))  # nothing lost, nothing repeated
+    outage, back = seen[6], seen[7]
+    assert outage.reason == back.reason == "stalled" and outage.last_frame == back.last_frame == 5
+    assert outage.source == "rtsp://cam" and back.tries == 1
+    # The stream went quiet when the read that waited began, not when the frame it still gave came out.
+    assert frames[5].time - outage.since >= 0.25 and outage.since == back.since
+    assert frames[4].time <= outage.since <= outage.time <= back.time <= frames[6].time
+    assert back.outage_s == pytest.approx(back.time - back.since)
+    assert len(messages) == 2 and "no frames since" in messages[0] and "stalled" in messages[0]
+    assert "0.4 s stall timeout" in messages[0] and "frames are back" in messages[1]
+    assert reader.pop_events() == [] and reader.outages == 1
+
+
+def test_a_failed_read_is_not_called_a_stall():
+    cam = FakeCamera(_numbered(50), fail_reads=[3])
+    reader = FrameReader(cam.open, name="cam", live=True, every_frame=True, retry_initial_s=0.001,
+                         retry_max_s=0.004, warn=lambda m: None, stall_timeout_s=10.0)  # fmt: skip
+    with reader:
+        seen = _seen(reader, 6)
+    assert _kinds(seen) == [0, 1, 2, "outage", "recovered", 3, 4, 5]
+    assert seen[3].reason == "failed" and seen[3].last_frame == 2 and seen[3].since == seen[2].time
+
+
+def test_a_source_that_never_opens_reports_an_outage_since_reading_began():
+    cam = FakeCamera(_numbered(10), fail_reads=[0, 1])
+    reader = FrameReader(cam.open, name="cam", live=True, every_frame=False, retry_initial_s=0.001,
+                         retry_max_s=0.004, warn=lambda m: None)  # fmt: skip
+    with reader:
+        seen = _seen(reader, 1)
+    assert _kinds(seen)[:2] == ["outage", "recovered"] and seen[0].last_frame is None and seen[1].tries == 2
+    assert seen[0].since <= seen[0].time
+
+
+def test_latest_frame_handoff_drops_frames_but_never_events_nor_their_place():
+    h = _Handoff(every_frame=False, size=4, stop=threading.Event())
+    img = np.zeros((1, 1, 3), np.uint8)
+    event = SourceEvent("outage", "cam", 2.0, 1.0, "stalled", 1)
+    for item in [Frame(0, img, "cam", 0.0), Frame(1, img, "cam", 1.0), event, event, Frame(2, img, "cam", 3.0),
+                 Frame(3, img, "cam", 4.0)]:  # fmt: skip
+        h.put(item)
+    h.close()
+    got = []
+    while (item := h.get(timeout=0)) is not None:
+        got.append(item)
+    assert _kinds(got) == [1, "outage", "outage", 3] and h.dropped == 2 and h.ended
