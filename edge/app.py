@@ -49,6 +49,7 @@ class EdgeOptions:
     print_every: int = 1  # headless: print every Nth frame's line (a service logging to the journal may want fewer)
     retry_initial_s: float = 0.5  # a live source that dropped out is reopened after this wait, doubling per try ...
     retry_max_s: float = 10.0  # ... up to this (a camera that is unplugged for hours costs nothing)
+    stall_timeout_s: float = 10.0  # a stream that gives no new frame for this long is an outage: reconnected
     window_title: str = "edge classifier"  # title of the window (not headless)
 
 
@@ -123,8 +124,9 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
     log.info("source %s (%s); settings %s", name, "every frame" if every_frame else "latest frame",
              json.dumps({k: v for k, v in asdict(o).items() if v is not None}))  # fmt: skip
     reader = FrameReader(
-        open_source or (lambda: open_capture(spec)), name=name, live=live, every_frame=every_frame, loop=o.loop,
-        retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s, prepare=classifier.preprocess,
+        open_source or (lambda: open_capture(spec, o.stall_timeout_s)), name=name, live=live, every_frame=every_frame,
+        loop=o.loop, retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s, prepare=classifier.preprocess,
+        stall_timeout_s=o.stall_timeout_s if live else None,
     )  # fmt: skip
     still = spec is not None and spec.kind in ("image", "folder")  # a window waits for a key on each picture
     try:

@@ -33,6 +33,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seconds(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return v
+
+
 def _score(text: str) -> float:
     v = float(text)
     if not 0.0 <= v <= 1.0:
@@ -75,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--headless",
         action="store_true",
         help="no window: one JSON line per frame on stdout (time, frame, source, label, score, top_k, inference_ms, "
-        "fps)",
+        'fps); a live source\'s outage adds a line when it begins ({"event": "outage", "since": ...}) and one '
+        'when it ends ({"event": "recovered", "outage_s": ...})',
     )
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after classifying this many frames")
     p.add_argument(
@@ -97,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--loop", action="store_true", help="start a video, image or folder over when it ends")
     p.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="an rtsp:// or http:// stream that gives no new frame for this long is an outage, like one that fails: "
+        "reported once (with --headless, an outage JSON line, and a recovered line when frames are back) and "
+        "reconnected with capped backoff; opening a stream may take up to max(this, 10 s) (default 10)",
+    )
+    p.add_argument(
         "--print-every", type=_positive_int, default=1, help="headless: print one line every N frames (default 1)"
     )
     return p
@@ -106,7 +123,7 @@ def options_from_args(a: argparse.Namespace) -> EdgeOptions:
     return EdgeOptions(
         model=a.model, source=a.source, backend=a.backend, threads=a.threads, top_k=a.top_k, min_score=a.min_score,
         headless=a.headless, max_frames=a.max_frames, record=a.record, overwrite=a.overwrite,
-        every_frame=a.every_frame, loop=a.loop, print_every=a.print_every,
+        every_frame=a.every_frame, loop=a.loop, print_every=a.print_every, stall_timeout_s=a.stall_timeout,
     )  # fmt: skip
 
 

@@ -19,6 +19,8 @@ import numpy as np
 
 from edge.errors import SourceError
 
+STREAM_OPEN_MIN_S = 10.0  # opening a stream may take this long whatever the stall timeout: FFmpeg reads its first
+# packets to learn the codec and frame rate before open returns (2.3 s for a 10 fps MPEG-2 stream on loopback)
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 PICAMERA_SIZE = (640, 480)  # what the Pi camera is asked for: plenty for a small model, cheap to convert
 
@@ -123,16 +125,24 @@ def quiet_opencv() -> None:
         pass
 
 
-def open_capture(spec: SourceSpec) -> Capture:
+def open_capture(spec: SourceSpec, stall_timeout_s: float | None = None) -> Capture:
     """Opens a source for reading. A live source that cannot be opened yet is returned anyway: its reads fail,
     and FrameReader reconnects.
+
+    Args:
+        spec: the source.
+        stall_timeout_s: streams: a read that gets no new frame for this long fails (returns False) instead of
+            waiting forever on a server that stalled, and an open gives up after max(this, STREAM_OPEN_MIN_S).
+            None: OpenCV's own timeouts (30 s).
 
     Raises:
         SourceError: a video file OpenCV cannot decode.
     """
-    if spec.kind in ("camera", "stream"):
+    if spec.kind == "stream":
+        return _open_stream(str(spec.target), stall_timeout_s)
+    if spec.kind == "camera":
         cap = cv2.VideoCapture(spec.target)
-        if spec.kind == "camera" and cap.isOpened():
+        if cap.isOpened():
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 queues frames otherwise; we want the newest
         return cap
     if spec.kind == "video":
@@ -144,6 +154,24 @@ def open_capture(spec: SourceSpec) -> Capture:
         return PiCamera2Capture()
     paths = [Path(spec.target)] if spec.kind == "image" else list_images(spec.target)
     return ImageCapture(paths)
+
+
+def stream_timeouts(stall_timeout_s: float | None) -> list[int]:
+    """The VideoCapture params that bound an FFmpeg stream's open and reads, or [] where this OpenCV has none."""
+    if stall_timeout_s is None or not hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):  # OpenCV before 4.5.2
+        return []
+    open_ms = round(max(stall_timeout_s, STREAM_OPEN_MIN_S) * 1000)
+    return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(stall_timeout_s * 1000)]
+
+
+def _open_stream(url: str, stall_timeout_s: float | None) -> Capture:
+    """A network stream through FFmpeg, whose interrupt callback makes a read that waits longer than the read
+    timeout return False: the reader then reconnects, as after any failed read, on its own thread (the one thread
+    that ever touches the capture). Without the FFmpeg backend, whatever OpenCV picks, with its own timeouts."""
+    params = stream_timeouts(stall_timeout_s)
+    if params and cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+        return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    return cv2.VideoCapture(url)
 
 
 def source_fps(cap: Capture) -> float | None:
