@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=10.0,
         metavar="SECONDS",
-        help="an rtsp:// or http:// stream that gives no new frame for this long is an outage, like one that fails: "
-        "reported once (with --headless, an outage JSON line, and a recovered line when frames are back) and "
-        "reconnected with capped backoff; opening a stream may take up to max(this, 10 s) (default 10)",
+        help="an rtsp:// or http:// stream (or a V4L2 camera, in whole seconds) that gives no new frame for this "
+        "long is an outage, like one that fails: reported once (with --headless, an outage JSON line, and a "
+        "recovered line when frames are back) and reconnected with capped backoff; opening a stream may take up to "
+        "max(this, 10 s) (default 10)",
     )
     p.add_argument(
         "--print-every", type=_positive_int, default=1, help="headless: print one line every N frames (default 1)"

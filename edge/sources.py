@@ -9,6 +9,7 @@ Live sources (cameras, streams) are read by edge.reader.FrameReader, which recon
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,8 @@ def open_capture(spec: SourceSpec, stall_timeout_s: float | None = None) -> Capt
         spec: the source.
         stall_timeout_s: streams: a read that gets no new frame for this long fails (returns False) instead of
             waiting forever on a server that stalled, and an open gives up after max(this, STREAM_OPEN_MIN_S).
-            None: OpenCV's own timeouts (30 s).
+            V4L2 cameras: the same for reads, in whole seconds. None: OpenCV's own timeouts (streams 30 s,
+            V4L2 10 s).
 
     Raises:
         SourceError: a video file OpenCV cannot decode.
@@ -141,6 +143,7 @@ def open_capture(spec: SourceSpec, stall_timeout_s: float | None = None) -> Capt
     if spec.kind == "stream":
         return _open_stream(str(spec.target), stall_timeout_s)
     if spec.kind == "camera":
+        _bound_camera_reads(stall_timeout_s)
         cap = cv2.VideoCapture(spec.target)
         if cap.isOpened():
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 queues frames otherwise; we want the newest
@@ -172,6 +175,14 @@ def _open_stream(url: str, stall_timeout_s: float | None) -> Capture:
     if params and cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
         return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
     return cv2.VideoCapture(url)
+
+
+def _bound_camera_reads(stall_timeout_s: float | None) -> None:
+    """OpenCV's V4L2 backend waits OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT seconds (default 10) for each frame, read from
+    the environment at the first camera read of the process (it takes no VideoCapture param for it); a value the
+    user set wins."""
+    if stall_timeout_s is not None:
+        os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(max(1, math.ceil(stall_timeout_s))))
 
 
 def source_fps(cap: Capture) -> float | None:

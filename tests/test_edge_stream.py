@@ -77,16 +77,26 @@ def _timeouts(open_ms: int, read_ms: int) -> list[int]:
         ("http://127.0.0.1:9/s.ts", [], (cv2.CAP_FFMPEG, _timeouts(10000, 10000))),  # the default: 10 s
         ("rtsp://127.0.0.1:9/cam", ["--stall-timeout", "2.5"], (cv2.CAP_FFMPEG, _timeouts(10000, 2500))),
         ("http://127.0.0.1:9/s.ts", ["--stall-timeout", "30"], (cv2.CAP_FFMPEG, _timeouts(30000, 30000))),
-        ("0", ["--stall-timeout", "2"], ()),  # a camera: V4L2 has its own timeout, FFmpeg's params are not for it
+        ("0", ["--stall-timeout", "1.5"], ()),  # a camera: no FFmpeg params; V4L2 reads its timeout from the env
     ],
 )
 def test_stall_timeout_bounds_a_streams_reads_and_opens(int8, monkeypatch, capsys, source, flags, opened_with):
     monkeypatch.setattr(cv2, "VideoCapture", _CaptureSpy)
+    monkeypatch.delenv("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", raising=False)
     _CaptureSpy.opened = []
     assert cli.main(["--model", str(int8), "--source", source, "--headless", "--max-frames", "3", *flags]) == 0
     target = int(source) if source.isdigit() else source
     assert _CaptureSpy.opened == [(target, *opened_with)]
     assert len(capsys.readouterr().out.splitlines()) == 3
+    # V4L2 takes its read timeout from the environment only, in whole seconds; streams leave it alone
+    assert os.environ.get("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT") == ("2" if source == "0" else None)
+
+
+def test_a_v4l2_timeout_the_user_set_wins(int8, monkeypatch):
+    monkeypatch.setattr(cv2, "VideoCapture", _CaptureSpy)
+    monkeypatch.setenv("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", "30")
+    assert cli.main(["--model", str(int8), "--source", "0", "--headless", "--max-frames", "1"]) == 0
+    assert os.environ["OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"] == "30"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
