@@ -67,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parses flags, runs the benchmark; returns the exit code (see the module docstring)."""
     a = build_parser().parse_args(argv)
     from benchmarks.run import below_floor, run_benchmarks
+    from train.data import DataError
     from train.settings import SettingsError
 
     try:
         args = {**vars(a), "threads": parse_threads(a.threads), "merge": tuple(a.merge)}
         s = BenchSettings(**{f.name: args[f.name] for f in dataclasses.fields(BenchSettings) if f.name in args})
         rows = run_benchmarks(s)
-    except (BenchError, SettingsError) as e:
+    except (BenchError, SettingsError, DataError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     if s.min_accuracy is not None:

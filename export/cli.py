@@ -29,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = ExportSettings(a.run, a.formats, a.force, a.calibration_images, a.onnx_opset, a.max_test_images)
     from edge.formats import FormatError
     from export.run import ExportError, export_run
+    from train.data import DataError
     from train.settings import SettingsError
 
     try:
         result = export_run(settings)
-    except (ExportError, FormatError, FileNotFoundError, SettingsError) as e:
+    except (ExportError, FormatError, FileNotFoundError, SettingsError, DataError) as e:
         print(f"error: {e}", flush=True)
         return 2
     if result["failed"]:

@@ -81,6 +81,9 @@ def test_a_run_missing_its_model_is_not_complete(tmp_path):
     for name in ("metrics.json", "model_float.keras", "model_qat.h5"):
         (tmp_path / "run" / name).write_text("{}")
     assert previous_run(s, force=False)
+    (tmp_path / "run" / "metrics.json").write_text('{"test_top1')  # cut short: the run did not finish
+    assert not previous_run(s, force=False)
+    (tmp_path / "run" / "metrics.json").write_text("{}")
     (tmp_path / "run" / "model_float.keras").unlink()
     assert not previous_run(s, force=False)
 
@@ -153,3 +156,19 @@ def test_out_that_cannot_be_written_is_refused_before_any_data(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(RunError, match=r"cannot be written \(.*notes.txt is a file\)"):
         run_training(tiny_settings(tmp_path / "no-such-data", tmp_path / "notes.txt" / "run"))
+
+
+@pytest.mark.parametrize("text", ["{cut", '{"splits": {}}', '{"splits": {"test": {"labels": [0, 1], "paths": ["a"]}}}'])
+def test_damaged_splits_json_is_one_line(tmp_path, text):
+    """export and benchmarks read the test split through load_split: a damaged splits.json is one DataError."""
+    from train.data import DataError, load_split
+    from train.settings import resolve
+
+    run = tmp_path / "run"
+    run.mkdir()
+    s = resolve(tiny_settings(tmp_path / "data", run))
+    (run / "settings.json").write_text(json.dumps(dict(s.to_dict(), settings_sha256=s.sha256())))
+    (run / "splits.json").write_text(text)
+    with pytest.raises(DataError, match="splits.json is damaged") as e:
+        load_split(run, "test")
+    assert "\n" not in str(e.value)

@@ -240,13 +240,23 @@ def load_split(run_dir: str | Path, name: str = "test") -> tuple[np.ndarray, np.
     from train.settings import load_settings
 
     s = load_settings(run_dir)
-    doc = json.loads((Path(run_dir) / "splits.json").read_text())
-    entry = doc["splits"][name]
-    labels = np.array(entry["labels"], dtype=np.int64)
+    path = Path(run_dir) / "splits.json"
+    try:
+        doc = json.loads(path.read_text())
+        entry = doc["splits"][name]
+        labels = np.array(entry["labels"], dtype=np.int64)
+        paths = entry["paths"]
+        if labels.ndim != 1 or not (paths is None or (isinstance(paths, list) and len(paths) == len(labels))):
+            raise ValueError("labels and paths do not match")
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: the run did not finish training; re-run `python -m train`") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path} is damaged ({type(e).__name__}: {e}): restore the file train wrote, or train the "
+                        "run again with --force") from None  # fmt: skip
     if entry["paths"] is None:  # in-memory dataset (digits): rebuild it deterministically from the settings
         ds = load_digits(s.image_size, s.val_split, s.test_split, s.seed)
         split = ds.splits[name]
         if not np.array_equal(split.labels, labels):
             raise DataError(f"{run_dir}/splits.json does not match the digits split rebuilt from settings.json")
-        return split.images, labels, doc["class_names"]
-    return split_images(Split(labels=labels, paths=entry["paths"]), s.image_size), labels, doc["class_names"]
+        return split.images, labels, doc.get("class_names")
+    return split_images(Split(labels=labels, paths=paths), s.image_size), labels, doc.get("class_names")

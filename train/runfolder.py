@@ -80,7 +80,11 @@ def previous_run(s: TrainSettings, force: bool) -> bool:
             f"{run} holds a run with other settings ({'; '.join(diff[:4]) or 'different version'}): "
             "pass --out runs/NEW_NAME, or --force to replace it"
         )
-    return all((run / f).is_file() for f in ("metrics.json", FLOAT_MODEL, QAT_MODEL))
+    try:  # a damaged metrics.json (written last) means the run did not finish: resume it
+        json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all((run / f).is_file() for f in (FLOAT_MODEL, QAT_MODEL))
 
 
 def replace_run(run: Path) -> None:
