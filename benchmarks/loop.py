@@ -150,6 +150,9 @@ class _TimedReader:
     def done(self) -> bool:
         return self._reader.done
 
+    def pop_events(self) -> list:
+        return self._reader.pop_events()
+
 
 class _ClockRecorder:
     """A recorder for edge's loop that keeps only the time each drawn frame was handed over."""
