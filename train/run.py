@@ -158,19 +158,19 @@ def _steps_per_epoch(ds) -> int:
 def _calibrate_qat(qat, float_model, train_split, val_ds, s: TrainSettings, n_images: int = 256) -> dict:
     """Sets the fresh QAT model's ranges from the float model; returns how close it starts (on the val split)."""
     from train.data import Split, split_images
-    from train.qat import agreement, calibrate_ranges
+    from train.qat import calibrate_ranges
 
-    val_x = np.concatenate([x.numpy() for x, _ in val_ds])
+    val_x = np.concatenate([x.numpy() for x, _ in val_ds]).astype(np.float32)
     val_y = np.concatenate([y.numpy() for _, y in val_ds])
-    before = agreement(qat, float_model, val_x)
+    float_pred = float_model.predict(val_x, batch_size=64, verbose=0).argmax(1)  # once, for before and after
+    before = float(np.mean(qat.predict(val_x, batch_size=64, verbose=0).argmax(1) == float_pred))
     pick = np.random.default_rng(s.seed).permutation(len(train_split))[:n_images]
     sp = train_split
     subset = Split(labels=sp.labels[pick], images=None if sp.images is None else sp.images[pick],
                    paths=None if sp.paths is None else [sp.paths[i] for i in pick])  # fmt: skip
     n = calibrate_ranges(qat, float_model, split_images(subset, s.image_size), batch_size=s.batch_size)
-    probs = qat.predict(val_x.astype(np.float32), batch_size=64, verbose=0)
-    after = float(np.mean(probs.argmax(1) == float_model.predict(val_x.astype(np.float32), verbose=0).argmax(1)))
-    top1 = float(np.mean(probs.argmax(1) == val_y))
+    pred = qat.predict(val_x, batch_size=64, verbose=0).argmax(1)
+    after, top1 = float(np.mean(pred == float_pred)), float(np.mean(pred == val_y))
     _log(f"QAT start: {n} quantizer ranges calibrated on {len(pick)} training images; agreement with the float "
          f"model on val {before:.3f} -> {after:.3f}, val top-1 {top1:.4f}")  # fmt: skip
     return {"agreement": round(after, 4), "agreement_uncalibrated": round(before, 4), "val_top1": round(top1, 4)}
