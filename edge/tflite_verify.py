@@ -39,21 +39,21 @@ class _Reader:
         self._need(pos, 1, "a byte")
         return self.buf[pos]
 
+    def _unpack(self, fmt: str, pos: int, what: str) -> int:
+        self._need(pos, struct.calcsize(fmt), what)
+        return struct.unpack_from(fmt, self.buf, pos)[0]
+
     def u16(self, pos: int) -> int:
-        self._need(pos, 2, "a vtable entry")
-        return struct.unpack_from("<H", self.buf, pos)[0]
+        return self._unpack("<H", pos, "a vtable entry")
 
     def i32(self, pos: int) -> int:
-        self._need(pos, 4, "an int32")
-        return struct.unpack_from("<i", self.buf, pos)[0]
+        return self._unpack("<i", pos, "an int32")
 
     def u32(self, pos: int) -> int:
-        self._need(pos, 4, "an offset")
-        return struct.unpack_from("<I", self.buf, pos)[0]
+        return self._unpack("<I", pos, "an offset")
 
     def u64(self, pos: int) -> int:
-        self._need(pos, 8, "a uint64")
-        return struct.unpack_from("<Q", self.buf, pos)[0]
+        return self._unpack("<Q", pos, "a uint64")
 
     def table(self, pos: int, what: str) -> _Table:
         vtable = pos - self.i32(pos)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -225,6 +226,39 @@ def session_run(request, tmp_path_factory) -> Path:
     """The run folder for a session fixture: pytest's cache when it is on (fast reruns), else a temporary one."""
     cache = getattr(request.config, "cache", None)
     return cached_run(cache.mkdir("edge_model") if cache is not None else tmp_path_factory.mktemp("edge_model"))
+
+
+class CaptureSpy:
+    """Stands in for cv2.VideoCapture: records every open in `opened` (as `record` keeps it), gives pictures.
+
+    Subclass it per test file with its own `opened` list, `record`, and `pictures` / `seed` for make_images().
+    """
+
+    opened: list = []
+    pictures, seed = 4, 6
+
+    @staticmethod
+    def record(args: tuple):
+        return args
+
+    def __init__(self, *args):
+        type(self).opened.append(self.record(args))
+        self._pictures = itertools.cycle(make_images(self.pictures, seed=self.seed)[0])
+
+    def isOpened(self):
+        return True
+
+    def set(self, *args):
+        return True
+
+    def get(self, *args):
+        return 0.0
+
+    def read(self):
+        return True, next(self._pictures)
+
+    def release(self):
+        pass
 
 
 def read_labels_csv(path: str | Path) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from edge_model import (
     REPO,
     SAMPLES,
     TF_MODULES,
+    CaptureSpy,
     import_blocker,
     make_images,
     read_labels_csv,
@@ -312,29 +312,15 @@ def test_window_without_a_display_is_a_clear_error(int8):
     assert p.returncode == 2 and len(lines) == 1 and "--headless" in lines[0]
 
 
-class _CameraSpy:
-    """Stands in for cv2.VideoCapture: records every open, gives pictures."""
+class _CameraSpy(CaptureSpy):
+    """Records the camera (the first argument) of every open."""
 
     opened: list = []
+    pictures, seed = 10, 5
 
-    def __init__(self, target, *args):
-        _CameraSpy.opened.append(target)
-        self._pictures = itertools.cycle(make_images(10, seed=5)[0])
-
-    def isOpened(self):
-        return True
-
-    def set(self, *args):
-        return True
-
-    def get(self, *args):
-        return 0.0
-
-    def read(self):
-        return True, next(self._pictures)
-
-    def release(self):
-        pass
+    @staticmethod
+    def record(args: tuple):
+        return args[0]
 
 
 def test_checksum_mismatch_opens_no_camera(edge_run, tmp_path, monkeypatch):

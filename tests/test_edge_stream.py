@@ -24,7 +24,7 @@ import time
 
 import cv2
 import pytest
-from edge_model import LABELS, REPO, make_images, session_run, write_video
+from edge_model import LABELS, REPO, CaptureSpy, make_images, session_run, write_video
 
 from edge import cli
 
@@ -42,29 +42,10 @@ def int8(edge_run):
     return edge_run / "export" / "tflite_int8.tflite"
 
 
-class _CaptureSpy:
-    """Stands in for cv2.VideoCapture: records the arguments of every open, gives pictures."""
+class _CaptureSpy(CaptureSpy):
+    """Records the arguments of every open."""
 
     opened: list = []
-
-    def __init__(self, *args):
-        _CaptureSpy.opened.append(args)
-        self._pictures = itertools.cycle(make_images(4, seed=6)[0])
-
-    def isOpened(self):
-        return True
-
-    def set(self, *args):
-        return True
-
-    def get(self, *args):
-        return 0.0
-
-    def read(self):
-        return True, next(self._pictures)
-
-    def release(self):
-        pass
 
 
 def _timeouts(open_ms: int, read_ms: int) -> list[int]:
