@@ -33,29 +33,6 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _representative(images: np.ndarray):
-    def gen():
-        for img in images:
-            yield [img[None].astype(np.float32)]
-
-    return gen
-
-
-def _int8_converter(model, calibration: np.ndarray, per_channel: bool = True, int8_only: bool = True):
-    import tensorflow as tf
-
-    c = tf.lite.TFLiteConverter.from_keras_model(model)
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = _representative(calibration)
-    if int8_only:
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = tf.int8
-    c.inference_output_type = tf.int8
-    if not per_channel:
-        c._experimental_disable_per_channel = True  # the converter's own switch (no public API for it)
-    return c
-
-
 def layer_errors(model, calibration: np.ndarray) -> list[dict]:
     """Per-tensor quantization error of plain PTQ on calibration images (TFLite's QuantizationDebugger).
 
@@ -66,7 +43,9 @@ def layer_errors(model, calibration: np.ndarray) -> list[dict]:
     """
     import tensorflow as tf
 
-    conv = _int8_converter(model, calibration, int8_only=False)
+    from export.tflite import _representative, int8_converter  # the converter export publishes tflite_int8 with
+
+    conv = int8_converter(model, calibration, int8_only=False)
     debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_representative(calibration))
     debugger.run()
     buf = io.StringIO()
@@ -83,7 +62,9 @@ def layer_errors(model, calibration: np.ndarray) -> list[dict]:
 def _selective(model, calibration: np.ndarray, denylist: list[str]) -> bytes:
     import tensorflow as tf
 
-    conv = _int8_converter(model, calibration, int8_only=False)
+    from export.tflite import _representative, int8_converter  # the converter export publishes tflite_int8 with
+
+    conv = int8_converter(model, calibration, int8_only=False)
     opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=conv, debug_dataset=_representative(calibration), debug_options=opts
@@ -108,6 +89,7 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
     import tf_keras as keras
 
     from export.onnx import convert_int8 as onnx_int8
+    from export.tflite import int8_converter
     from train.data import load_split
     from train.qat import load_qat_model
     from train.run import FLOAT_MODEL, QAT_MODEL
@@ -152,11 +134,11 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
                  + f" ({time.time() - t0:.0f} s)")  # fmt: skip
 
         add("ptq", f"TFLite PTQ, {len(calib)} calibration images (= tflite_int8)",
-            lambda p: p.write_bytes(_int8_converter(model, calib).convert()))  # fmt: skip
+            lambda p: p.write_bytes(int8_converter(model, calib).convert()))  # fmt: skip
         add(f"ptq_calib_{len(calib_large)}", f"TFLite PTQ, {len(calib_large)} calibration images",
-            lambda p: p.write_bytes(_int8_converter(model, calib_large).convert()))  # fmt: skip
+            lambda p: p.write_bytes(int8_converter(model, calib_large).convert()))  # fmt: skip
         add("ptq_per_tensor", "TFLite PTQ, per-tensor weights",
-            lambda p: p.write_bytes(_int8_converter(model, calib, per_channel=False).convert()))  # fmt: skip
+            lambda p: p.write_bytes(int8_converter(model, calib, per_channel=False).convert()))  # fmt: skip
         for k in float_layers:
             names = [e["tensor"] for e in errors[:k]]
             add(f"ptq_float_{k}", f"TFLite PTQ, the {k} worst tensors kept float",
@@ -164,7 +146,7 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
         if (run / QAT_MODEL).is_file() and (not only or "qat" in only):
             qat = load_qat_model(run / QAT_MODEL)
             add("qat", "TFLite from quantization-aware training (= tflite_int8_qat)",
-                lambda p: p.write_bytes(_int8_converter(qat, calib).convert()))  # fmt: skip
+                lambda p: p.write_bytes(int8_converter(qat, calib).convert()))  # fmt: skip
         add("onnx_int8", f"onnxruntime QDQ per-channel, {len(calib)} images (= onnx_int8)",
             lambda p: onnx_int8(model, calib, p))  # fmt: skip
         add(f"onnx_int8_calib_{len(calib_large)}", f"onnxruntime QDQ per-channel, {len(calib_large)} images",

@@ -44,16 +44,28 @@ def convert_dynamic(model, calibration: np.ndarray, path: Path) -> None:
     _write(c, path)
 
 
-def _full_int8(model, calibration: np.ndarray, path: Path) -> None:
-    # int8-only ops make conversion fail loudly instead of silently keeping float ops or a float input
-    # (NOTES-deps items 8-9); the representative dataset is required for full integer quantization.
+def int8_converter(model, calibration: np.ndarray, per_channel: bool = True, int8_only: bool = True):
+    """A full-integer converter with int8 input and output, calibrated on `calibration` (uint8 RGB images).
+
+    int8-only ops make conversion fail loudly instead of silently keeping float ops or a float input
+    (NOTES-deps items 8-9); the representative dataset is required for full integer quantization.
+    int8_only=False lets selective quantization keep some ops in float; per_channel=False uses one scale per
+    weight tensor (export.int8_compare measures what each is worth).
+    """
     c = _converter(model)
     c.optimizations = [tf.lite.Optimize.DEFAULT]
     c.representative_dataset = _representative(calibration)
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_only:
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     c.inference_input_type = tf.int8
     c.inference_output_type = tf.int8
-    _write(c, path)
+    if not per_channel:
+        c._experimental_disable_per_channel = True  # the converter's own switch (no public API for it)
+    return c
+
+
+def _full_int8(model, calibration: np.ndarray, path: Path) -> None:
+    _write(int8_converter(model, calibration), path)
 
 
 def convert_int8(model, calibration: np.ndarray, path: Path) -> None:
