@@ -7,7 +7,8 @@ RUN     ?= runs/latest
 ARGS    ?=
 # `make edge SOURCE=0` (camera index), a video, an image folder, an RTSP URL, or picamera
 SOURCE  ?= 0
-# `make bundle FORMAT=tflite_int8`; default: QAT int8 if it passed the gate, else int8 PTQ, else fp32
+# `make edge FORMAT=onnx_fp32`, `make bundle FORMAT=tflite_int8`; default: the best the manifest lists in the
+# formats table's bundle preference (QAT int8 if it passed the gate, else int8 PTQ, else fp32)
 FORMAT  ?=
 PYTEST  ?= -q
 
@@ -42,13 +43,14 @@ bench: setup
 	$(BIN)/python -m benchmarks --run $(RUN) $(ARGS)
 
 sweep: setup
-	$(BIN)/python -m benchmarks.sweep $(ARGS)
+	$(BIN)/python -m sweep $(ARGS)
 
 edge: setup
-	$(BIN)/python -m edge --model $(RUN)/export/$(or $(FORMAT),tflite_int8_qat).tflite --source $(SOURCE) $(ARGS)
+	MODEL=$$($(BIN)/python -m contracts.manifest --pick $(RUN)/export $(if $(FORMAT),--format $(FORMAT))) && \
+	  $(BIN)/python -m edge --model "$$MODEL" --source $(SOURCE) $(ARGS)
 
 bundle: setup
-	$(BIN)/python -m edge.bundle --run $(RUN) $(if $(FORMAT),--format $(FORMAT)) $(ARGS)
+	$(BIN)/python -m deploy.bundle --run $(RUN) $(if $(FORMAT),--format $(FORMAT)) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST)

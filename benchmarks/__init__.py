@@ -1,7 +1,7 @@
 """Benchmark stage: every published artifact's size, accuracy and speed on this device, and what int8 buys.
 
 python -m benchmarks --run runs/NAME                    # results, plots and report in runs/NAME/bench/
-python -m benchmarks.latency --model MODEL.tflite      # on the device itself (no TensorFlow needed)
+python -m benchmarks.device.latency --model MODEL.tflite      # on the device itself (no TensorFlow needed)
 """
 
 import os

@@ -4,7 +4,7 @@
     ref, name = keras_reference(run_dir, test_rgb)          # the float Keras model, if TensorFlow imports
     row.update(accuracy_columns(probs, test_y, labels, ref))
 
-Every image goes through edge.classifier.Classifier.predict, one at a time, as a camera frame would.
+Every image goes through contracts.runners.classifier.Classifier.predict, one at a time, as a camera frame would.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import Classifier
+from contracts.runners.classifier import Classifier
 
 KERAS_REFERENCE = "keras_float"  # the `reference` column when agreement is against the float Keras model
 TFLITE_REFERENCE = "tflite_fp32"  # ... and when TensorFlow is missing: the float32 TFLite artifact

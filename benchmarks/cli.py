@@ -14,7 +14,7 @@ import dataclasses
 import sys
 
 from benchmarks.settings import REFERENCES, BenchError, BenchSettings, parse_threads
-from edge.formats import FORMATS
+from contracts.formats import FORMATS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ROWS.json",
-        help="rows from `python -m benchmarks.latency "
+        help="rows from `python -m benchmarks.device.latency "
         "--out` on another device (repeatable); compared only with rows of that device",
     )
     a("--min-accuracy", type=float, default=None, help="exit 1 if an artifact's test top-1 is below this")

@@ -7,7 +7,7 @@ thread, only ever between rows of the same device (and the same runtime and thre
 
 from __future__ import annotations
 
-from edge.formats import FORMATS, ExportFormat
+from contracts.formats import FORMATS, ExportFormat
 
 
 def float_counterpart(name: str) -> ExportFormat | None:
@@ -16,7 +16,7 @@ def float_counterpart(name: str) -> ExportFormat | None:
     if fmt is None or fmt.quantization == "none":
         return None
     for other in FORMATS.values():
-        if other.quantization == "none" and other.runtime == fmt.runtime and other.suffix == fmt.suffix:
+        if other.quantization == "none" and other.runtime == fmt.runtime:
             return other
     return None
 

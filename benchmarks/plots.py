@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.compare import best_rows, devices, pareto_front
-from edge.atomic import atomic_path
-from edge.formats import FORMATS
+from contracts.atomic import atomic_path
+from contracts.formats import FORMATS
 
 PLOTS = {  # file name -> what report.md calls it
     "accuracy_vs_latency.png": "Accuracy against latency (best thread count, Pareto front)",

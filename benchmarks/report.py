@@ -11,8 +11,8 @@ from __future__ import annotations
 import statistics
 
 from benchmarks.compare import best_rows, comparisons, devices, float_counterpart, is_timed, thread_scaling
+from benchmarks.device.rows import format_table
 from benchmarks.plots import PLOTS
-from benchmarks.rows import format_table
 
 
 def _ms(v: float | None) -> str:
@@ -222,7 +222,7 @@ def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, nois
     loop = loop_section(rows, cores={d: m.get("cpu_count") for d, m in meta.get("devices", {}).items()})
     if loop:
         out += ["", "## Camera loop", "", "edge's own loop (edge.app) classifying every frame of a generated 640x480 "
-                "video: test images on this machine, synthetic frames on devices measured with benchmarks.latency.",
+                "video: test images on this machine, synthetic frames on other devices (benchmarks.device.latency).",
                 *loop]  # fmt: skip
     if plots:
         out += ["", "## Plots", ""]

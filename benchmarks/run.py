@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import accuracy, loop
+from benchmarks import accuracy
 from benchmarks.compare import comparisons, devices
-from benchmarks.latency import default_device_name, device_meta, time_rows
-from benchmarks.rows import add_error, format_table, load_rows, new_row, row_key, save_results
+from benchmarks.device import loop
+from benchmarks.device.latency import default_device_name, device_meta, time_rows
+from benchmarks.device.rows import add_error, format_table, load_rows, new_row, row_key, save_results
 from benchmarks.settings import BenchError, BenchSettings, check_settings
-from edge.atomic import write_json, write_text
-from edge.formats import FORMATS, FormatError, resolve_formats
-from edge.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest
+from contracts.atomic import write_json, write_text
+from contracts.formats import FORMATS, FormatError, resolve_formats
+from contracts.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest
 
 _ORDER = {name: i for i, name in enumerate(FORMATS)}
 
@@ -70,7 +71,7 @@ def _reference(s: BenchSettings, run: Path, x: np.ndarray, probs: dict) -> tuple
 
 def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[ArtifactEntry], x, y, device: str):
     """Rows of this machine, and each artifact's test probabilities."""
-    from edge.classifier import Classifier
+    from contracts.runners.classifier import Classifier
 
     export = run / "export"
     rows, probs = [], {}
@@ -96,7 +97,7 @@ def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[Ar
                               size_mb=round(a.size_bytes / 1e6, 4), sha256=a.sha256[:12], file=a.file)  # fmt: skip
                 rows.append(row)
                 if fmt is None:
-                    add_error(row, "load", f"format {a.format!r} is not in edge.formats (update the toolkit)")
+                    add_error(row, "load", f"format {a.format!r} is not in contracts.formats (update the toolkit)")
                     continue
                 try:
                     clf = Classifier.from_model(export / a.file, a.runtime, t)

@@ -1,6 +1,6 @@
 """BenchSettings: the choices of one benchmark, saved as runs/NAME/bench/bench_settings.json.
 
-Standard library only: benchmarks.latency (which runs on the Raspberry Pi) shares parse_threads().
+BenchError and parse_threads() live in benchmarks.device.settings, which the Raspberry Pi has too.
 """
 
 from __future__ import annotations
@@ -8,11 +8,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from benchmarks.device.settings import BenchError, parse_threads  # noqa: F401 (the CLI's too)
+
 REFERENCES = ("auto", "keras", "tflite_fp32")
-
-
-class BenchError(Exception):
-    """The benchmark cannot run as asked; the message names the input and the fix."""
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class BenchSettings:
 
     run: str = "runs/latest"  # training run folder; its export/manifest.json lists the artifacts to measure
     out: str = ""  # where results go; "" = RUN/bench
-    formats: str = "all"  # comma-separated names from edge.formats.FORMATS, or "all"; only published ones run
+    formats: str = "all"  # comma-separated names from contracts.formats.FORMATS, or "all"; only published ones run
     threads: tuple[int, ...] = (1, 2, 4)  # interpreter thread counts, each measured separately
     runs: int = 200  # timed inferences per artifact and thread count (a 96 px model takes ~0.3 ms: cheap)
     warmup: int = 20  # untimed inferences first (XNNPACK packs weights and caches fill on the first calls)
@@ -37,7 +35,7 @@ class BenchSettings:
     frame_height: int = 480
     video_codec: str = "mp4v"  # codec of the generated video; its decoding stands in for the camera's capture cost
     device_name: str = ""  # names this machine in the `device` column; "" = from the CPU/board model
-    merge: tuple[str, ...] = ()  # rows.json files from `python -m benchmarks.latency` on other devices
+    merge: tuple[str, ...] = ()  # rows.json files from `python -m benchmarks.device.latency` on other devices
     min_accuracy: float | None = None  # exit 1 when an artifact's test top-1 is below this (CI floor)
     noise: float = 0.10  # speed ratios within 1 +- this are reported as "no gain": on a shared 2-core machine
     #   medians of identical runs differ by several percent
@@ -47,27 +45,6 @@ class BenchSettings:
         d = dataclasses.asdict(self)
         d["threads"], d["merge"] = list(self.threads), list(self.merge)
         return d
-
-
-def parse_threads(text: str | int | tuple | list) -> tuple[int, ...]:
-    """ "1,2,4" -> (1, 2, 4), in the order given, without repeats.
-
-    Raises:
-        BenchError: a value that is not a positive integer.
-    """
-    items = text if isinstance(text, (tuple, list)) else str(text).split(",")
-    out: list[int] = []
-    for item in items:
-        s = str(item).strip()
-        if not s:
-            continue
-        if not s.isdigit() or int(s) < 1:
-            raise BenchError(f"--threads {text}: {s!r} is not a positive integer; pass e.g. --threads 1,2,4")
-        if int(s) not in out:
-            out.append(int(s))
-    if not out:
-        raise BenchError(f"--threads {text!r} names no thread count; pass e.g. --threads 1,2,4")
-    return tuple(out)
 
 
 def check_settings(s: BenchSettings) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from edge.classifier import Classifier, Result
+from contracts.runners.classifier import Classifier, Result
 from edge.display import FpsMeter, Window, check_display, check_record_path, draw_overlay, recording
 from edge.reader import Frame, FrameReader, SourceEvent
 from edge.sources import Capture, check_source, open_capture, parse_source, quiet_opencv, source_fps

@@ -18,10 +18,10 @@ import signal
 import sys
 import threading
 
+from contracts.errors import EdgeError
+from contracts.manifest import ManifestError
+from contracts.runners import BACKENDS
 from edge.app import EdgeOptions, run
-from edge.backends import BACKENDS
-from edge.errors import EdgeError
-from edge.manifest import ManifestError
 
 log = logging.getLogger("edge")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.atomic import atomic_path
-from edge.classifier import Result
-from edge.errors import EdgeError
+from contracts.atomic import atomic_path
+from contracts.errors import EdgeError
+from contracts.runners.classifier import Result
 
 log = logging.getLogger("edge")
 RECORD_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}  # codecs every OpenCV build has

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge.formats import FORMATS
+from contracts.formats import FORMATS
 from export.settings import ExportSettings
 
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     settings = ExportSettings(a.run, a.formats, a.force, a.calibration_images, a.onnx_opset, a.max_test_images)
-    from edge.formats import FormatError
+    from contracts.formats import FormatError
     from export.run import ExportError, export_run
     from train.data import DataError
     from train.settings import SettingsError

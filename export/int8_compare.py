@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import atomic_path, write_json, write_text
+from contracts.atomic import atomic_path, write_json, write_text
 
 
 def _log(msg: str) -> None:

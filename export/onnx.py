@@ -16,12 +16,12 @@ INPUT_NAME = "image"
 OPSET = 17
 
 
-def convert_fp32(model, calibration: np.ndarray, path: Path, opset: int = OPSET) -> None:
+def convert_fp32(model, calibration: np.ndarray, path: Path, onnx_opset: int = OPSET) -> None:
     import tf2onnx
 
     size = model.input_shape[1]
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME),)
-    tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(path))
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=onnx_opset, output_path=str(path))
 
 
 class _Calibration:
@@ -36,14 +36,14 @@ class _Calibration:
         return None if img is None else {self._name: img[None].astype(np.float32)}
 
 
-def convert_int8(model, calibration: np.ndarray, path: Path, opset: int = OPSET) -> None:
+def convert_int8(model, calibration: np.ndarray, path: Path, onnx_opset: int = OPSET) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         pre = Path(tmp) / "pre.onnx"
-        convert_fp32(model, calibration, fp32, opset)
+        convert_fp32(model, calibration, fp32, onnx_opset)
         quant_pre_process(str(fp32), str(pre))  # shape inference + graph optimization (needs sympy)
         quantize_static(
             str(pre), str(path), _Calibration(calibration, INPUT_NAME), quant_format=QuantFormat.QDQ,

@@ -1,6 +1,6 @@
 """The parity gate: run an artifact in its own runtime on the test images and compare it with Keras.
 
-Thresholds come from the formats table (edge.formats); nothing is published that fails them.
+Thresholds come from the formats table (contracts.formats); nothing is published that fails them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edge.formats import ExportFormat
+from contracts.formats import ExportFormat
 
 
 @dataclass(frozen=True)

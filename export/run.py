@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import atomic_path, write_json
-from edge.formats import FORMATS, ExportFormat, resolve_formats
-from edge.manifest import (
+from contracts.atomic import atomic_path, write_json
+from contracts.formats import FORMATS, ExportFormat, resolve_formats
+from contracts.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     ArtifactEntry,
@@ -86,13 +86,10 @@ def _up_to_date(entry: ArtifactEntry | None, export_dir: Path, source_sha: str) 
             and sha256_file(export_dir / entry.file) == entry.sha256)  # fmt: skip
 
 
-def _convert(fmt: ExportFormat, model, calibration, path: Path, opset: int) -> None:
+def _convert(fmt: ExportFormat, model, calibration, path: Path, s: ExportSettings) -> None:
     module, func = fmt.converter.split(":")
     fn = getattr(importlib.import_module(module), func)
-    if fmt.runtime == "onnxruntime":
-        fn(model, calibration, path, opset=opset)
-    else:
-        fn(model, calibration, path)
+    fn(model, calibration, path, **{k: getattr(s, k) for k in fmt.converter_options})
 
 
 def export_run(s: ExportSettings) -> dict:
@@ -147,7 +144,7 @@ def export_run(s: ExportSettings) -> dict:
         t = time.time()
         try:
             with atomic_path(final) as tmp:
-                _convert(fmt, models[fmt.source], calibration, tmp, s.onnx_opset)
+                _convert(fmt, models[fmt.source], calibration, tmp, s)
                 probs = predict(tmp, test_x)
                 parity = check_parity(fmt, probs, keras_probs[fmt.source], test_y, float_top1)
                 if not parity.passed:

@@ -1,4 +1,4 @@
-"""Run an exported artifact in its own runtime, through the same backends the device uses (edge.backends)."""
+"""Run an exported artifact in its own runtime, through the same backends the device uses (contracts.runners)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends import backend_for_file, create_backend
-from edge.manifest import TensorSpec
-from edge.preprocess import dequantize, quantize
+from contracts.manifest import TensorSpec
+from contracts.preprocess import dequantize, quantize
+from contracts.runners import backend_for_file, create_backend
 
 
 def tensor_specs(path: str | Path) -> tuple[TensorSpec, TensorSpec]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ExportSettings:
     run: str = "runs/latest"  # the training run folder to export
-    formats: str = "all"  # comma-separated names from edge.formats.FORMATS, or "all"
+    formats: str = "all"  # comma-separated names from contracts.formats.FORMATS, or "all"
     force: bool = False  # re-export artifacts that are up to date (same source model checksum)
     calibration_images: int = 200  # training images in the representative dataset for int8 calibration
     onnx_opset: int = 17  # tf2onnx opset; 17 is well supported by onnxruntime 1.31 and by older Pi builds

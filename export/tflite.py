@@ -1,4 +1,4 @@
-"""TFLite converters, one per format in edge.formats (float32, float16, dynamic range, int8 PTQ, int8 QAT).
+"""TFLite converters, one per format in contracts.formats (float32, float16, dynamic range, int8 PTQ, int8 QAT).
 
 Each takes the Keras model, calibration images (uint8 RGB, N x S x S x 3) and the path to write.
 """

@@ -5,7 +5,7 @@
 
 The model takes 0-255 RGB like the real one (Rescaling inside the model) and learns three easy classes
 (reddish, greenish, bluish noisy pictures) in a few seconds. It is converted to tflite_fp32, full-int8
-tflite_int8 (int8 input and output) and onnx_fp32, and a real manifest is written with edge.manifest, so
+tflite_int8 (int8 input and output) and onnx_fp32, and a real manifest is written with contracts.manifest, so
 the edge runtime is tested against the same files export will produce. Only this builder imports
 TensorFlow; the images need nothing but numpy and OpenCV.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.manifest import (
+from contracts.manifest import (
     SCHEMA_VERSION,
     ArtifactEntry,
     Manifest,
@@ -36,7 +36,7 @@ from edge.manifest import (
     sha256_file,
     write_manifest,
 )
-from edge.preprocess import bgr_to_input, dequantize, quantize
+from contracts.preprocess import bgr_to_input, dequantize, quantize
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data" / "edge" / "images"  # committed pictures with their labels.csv
@@ -209,7 +209,7 @@ def build_run(root: str | Path, seed: int = 0, epochs: int = 12) -> Path:
 def cached_run(cache_dir: str | Path) -> Path:
     """build_run() once per version of this file and of the preprocessing it trains through: later test sessions
     reuse the folder (built atomically)."""
-    sources = Path(__file__).read_bytes() + (REPO / "edge" / "preprocess.py").read_bytes()
+    sources = Path(__file__).read_bytes() + (REPO / "contracts" / "preprocess.py").read_bytes()
     key = hashlib.sha256(sources).hexdigest()[:12]
     final = Path(cache_dir) / f"edge-model-{key}"
     if not (final / RUN_NAME / "export" / "manifest.json").is_file():

@@ -1,4 +1,4 @@
-"""python -m benchmarks and python -m benchmarks.latency on the tiny exported run (conftest's `exported_run`).
+"""python -m benchmarks and python -m benchmarks.device.latency on the tiny exported run (conftest's `exported_run`).
 
 Timings are measured, never asserted: the checks are on files, columns, consistency and error handling. A few
 iterations only (--runs 5 --warmup 1 --threads 1,2), so the whole file takes seconds beyond the shared fixture.
@@ -21,17 +21,17 @@ from edge_model import REPO, TF_MODULES, import_blocker
 
 from benchmarks import cli
 from benchmarks.compare import comparisons, float_counterpart, pareto_front
-from benchmarks.latency import DEVICE_FILES
+from benchmarks.device.latency import DEVICE_FILES
+from benchmarks.device.rows import COLUMNS, new_row
 from benchmarks.report import loop_section
-from benchmarks.rows import COLUMNS, new_row
-from edge.manifest import load_manifest, sha256_file
+from contracts.manifest import load_manifest, sha256_file
 
 THREADS = (1, 2)
 FAST = ["--runs", "5", "--warmup", "1", "--threads", ",".join(map(str, THREADS)), "--loop-frames", "20"]
 DEVICE = "test-pi"  # the merged "other device"
 DEVICE_FORMATS = ("tflite_fp32", "tflite_int8")
 SLOWER = 10.0  # the merged device's float rows are made this much slower, so a ratio mixing devices shows
-# What the Pi does not have: nothing in benchmarks.latency may even try to import these.
+# What the Pi does not have: nothing in benchmarks.device.latency may even try to import these.
 HEAVY = (*TF_MODULES, "sklearn", "scipy", "matplotlib", "PIL", "train", "export")
 REQUIRED = ("format", "runtime", "threads", "size_mb", "top1", "agreement", "latency_ms_median", "latency_ms_p90",
             "latency_ms_std", "fps", "loop_fps", "loop_overhead_ms", "capture_ms", "device", "error")  # fmt: skip
@@ -40,7 +40,7 @@ PLOTS = ("accuracy_vs_latency.png", "size.png", "per_class.png", "latency_vs_thr
 
 @pytest.fixture(scope="module")
 def device_rows(exported_run, tmp_path_factory):
-    """benchmarks.latency run as on a Raspberry Pi: a fresh interpreter that cannot import TensorFlow & co."""
+    """benchmarks.device.latency run as on a Raspberry Pi: a fresh interpreter that cannot import TensorFlow & co."""
     tmp = tmp_path_factory.mktemp("device")
     pkg = tmp / "pkg"  # what a bundle would hold: edge/ and benchmarks' DEVICE_FILES, nothing else of the repo
     shutil.copytree(REPO / "edge", pkg / "edge", ignore=shutil.ignore_patterns("__pycache__"))
@@ -51,7 +51,16 @@ def device_rows(exported_run, tmp_path_factory):
     env["PYTHONPATH"] = os.pathsep.join([str(tmp / "site"), str(pkg)])
     models = [str(exported_run / "export" / f"{f}.tflite") for f in DEVICE_FORMATS]
     flags = ["--threads", "1,2", "--runs", "5", "--warmup", "1", "--loop-frames", "14", "--device-name", DEVICE]
-    cmd = [sys.executable, "-m", "benchmarks.latency", "--model", *models, *flags, "--out", str(tmp / "rows.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.device.latency",
+        "--model",
+        *models,
+        *flags,
+        "--out",
+        str(tmp / "rows.json"),
+    ]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
     probe = subprocess.run([sys.executable, "-c", "import matplotlib"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr  # the blocker works
@@ -168,7 +177,7 @@ def test_latency_runs_without_tensorflow_sklearn_or_matplotlib(device_rows, expo
     proc, tmp = device_rows
     assert proc.returncode == 0, proc.stderr
     assert not (tmp / "attempts.log").exists(), (
-        "benchmarks.latency tried to import " + (tmp / "attempts.log").read_text()
+        "benchmarks.device.latency tried to import " + (tmp / "attempts.log").read_text()
     )
     doc = json.loads((tmp / "rows.json").read_text())
     assert set(doc["meta"]["devices"]) == {DEVICE}

@@ -1,4 +1,4 @@
-"""edge.bundle: what goes into NAME-edge.tar.gz, which model it picks, and that it installs and runs on its own."""
+"""deploy.bundle: what goes into NAME-edge.tar.gz, which model it picks, and that it installs and runs on its own."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import tarfile
 import pytest
 from edge_model import REPO, SAMPLES, TF_MODULES, import_blocker, read_labels_csv, session_run
 
-from edge.bundle import main as bundle_main
-from edge.manifest import load_manifest, sha256_file, verify_checksum
+from contracts.manifest import load_manifest, sha256_file, verify_checksum
+from deploy.bundle import main as bundle_main
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def edge_run(request, tmp_path_factory):
 
 
 def _bundle(run, out, *flags) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.bundle", "--run", str(run), "--out", str(out), *flags],
+    return subprocess.run([sys.executable, "-m", "deploy.bundle", "--run", str(run), "--out", str(out), *flags],
                           cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def test_bundle_contents(edge_run, tmp_path):
         assert top + name in members, name
     assert members[top + "install.sh"].mode & 0o111
     assert not any(n.endswith(".onnx") or "fp32" in n for n in members)  # one artifact only
-    from benchmarks.latency import DEVICE_FILES
+    from benchmarks.device.latency import DEVICE_FILES
 
     assert {n for n in members if n.startswith(f"{top}benchmarks/") and members[n].isfile()} == {
         f"{top}benchmarks/{f}" for f in DEVICE_FILES
@@ -162,7 +162,7 @@ def test_bundle_installs_in_a_fresh_venv_and_classifies(edge_run, tmp_path):
     truth = read_labels_csv(SAMPLES / "labels.csv")
     assert [json.loads(line)["label"] for line in p.stdout.splitlines()] == [truth[n] for n in sorted(truth)]
     # The device-side benchmark runs from the bundle too, with nothing but the edge requirements.
-    cmd = [str(venv_python), "-m", "benchmarks.latency", "--model", "model/tflite_int8.tflite", "--threads", "1",
+    cmd = [str(venv_python), "-m", "benchmarks.device.latency", "--model", "model/tflite_int8.tflite", "--threads", "1",
            "--runs", "5", "--warmup", "1", "--device-name", "pi-test", "--out", "rows.json"]  # fmt: skip
     p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

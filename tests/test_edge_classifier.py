@@ -1,4 +1,4 @@
-"""edge.classifier on real artifacts: tflite fp32, full-int8 tflite and ONNX fp32 of the tiny test model."""
+"""contracts.runners.classifier on real artifacts: tflite fp32, full-int8 tflite and ONNX fp32 of the tiny model."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from edge_model import LABELS, SAMPLES, make_images, read_labels_csv, session_run
 
-from edge.classifier import Category, Classifier
-from edge.errors import BackendError
-from edge.manifest import ManifestError
-from edge.preprocess import bgr_to_input, dequantize
+from contracts.errors import BackendError
+from contracts.manifest import ManifestError
+from contracts.preprocess import bgr_to_input, dequantize
+from contracts.runners.classifier import Category, Classifier
 
 
 @pytest.fixture(scope="session")

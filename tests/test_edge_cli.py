@@ -26,8 +26,8 @@ from edge_model import (
     write_video,
 )
 
+from contracts.runners.classifier import Classifier
 from edge import cli
-from edge.classifier import Classifier
 from edge.display import draw_overlay
 
 

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import BundleOptions, build_bundle
-from edge.classifier import Classifier
-from edge.manifest import load_manifest
+from contracts.manifest import load_manifest
+from contracts.runners.classifier import Classifier
+from deploy.bundle import BundleOptions, build_bundle
 
 pytestmark = pytest.mark.slow  # the fixture trains and exports a MobileNetV2 (shared with test_export.py)
 

@@ -1,4 +1,5 @@
-"""edge/ runs on a Raspberry Pi with numpy, OpenCV and LiteRT only: a static check of every import in it."""
+"""What the Pi bundle ships (contracts/, edge/, benchmarks/device/) runs with numpy, OpenCV and LiteRT only: a static
+check of every import in every file deploy.bundle packs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from pathlib import Path
 import pytest
 from edge_model import REPO
 
-EDGE = REPO / "edge"
-FORBIDDEN = {"tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx"}
-ONNX_ONLY_IN = {"backend_onnx.py"}
+from deploy.bundle import SHIPPED_PACKAGES, _shipped_files
+
+FORBIDDEN = {"tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "sklearn", "matplotlib"}
+ONNX_ONLY_IN = {"contracts/runners/onnx.py"}
 ALLOWED_THIRD_PARTY = {"numpy", "cv2", "ai_edge_litert", "tflite_runtime", "onnxruntime", "picamera2"}
-# bundle.py runs on the training machine (make bundle), never on the Pi: it may read the project's own benchmarks/
-# to learn which of its files the device-side latency tool needs. Nothing of the training stack, still.
-BUILD_TOOL_EXTRA = {"bundle.py": {"benchmarks"}}
+OURS = {"contracts", "edge", "benchmarks"}  # what the bundle holds (benchmarks: only its device/ package)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -34,7 +34,11 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-FILES = sorted(EDGE.rglob("*.py"))
+FILES = _shipped_files()
+
+
+def _rel(p: Path) -> str:
+    return p.relative_to(REPO).as_posix()
 
 
 def test_the_scan_finds_imports(tmp_path):
@@ -46,22 +50,31 @@ def test_the_scan_finds_imports(tmp_path):
     assert imported_modules(probe) == {"numpy", "tensorflow", "tf_keras", "keras"}
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
-def test_no_tensorflow_in_edge(path):
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_nothing_the_bundle_ships_imports_tensorflow(path):
     bad = imported_modules(path) & FORBIDDEN
-    assert not bad, f"{path.relative_to(REPO)} imports {', '.join(sorted(bad))}: edge must run without TensorFlow"
+    assert not bad, f"{_rel(path)} imports {', '.join(sorted(bad))}: the Pi runs it without the training stack"
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", FILES, ids=_rel)
 def test_only_the_light_runtime(path):
     import sys
 
-    third_party = {m for m in imported_modules(path) if m not in sys.stdlib_module_names and m != "edge"}
-    third_party -= BUILD_TOOL_EXTRA.get(path.name, set())
-    assert third_party <= ALLOWED_THIRD_PARTY, f"{path.name} imports {sorted(third_party - ALLOWED_THIRD_PARTY)}"
-    if path.name not in ONNX_ONLY_IN:
-        assert "onnxruntime" not in imported_modules(path), f"{path.name}: onnxruntime belongs in backend_onnx.py"
+    third_party = {m for m in imported_modules(path) if m not in sys.stdlib_module_names and m not in OURS}
+    assert third_party <= ALLOWED_THIRD_PARTY, f"{_rel(path)} imports {sorted(third_party - ALLOWED_THIRD_PARTY)}"
+    if _rel(path) not in ONNX_ONLY_IN:
+        assert "onnxruntime" not in imported_modules(path), f"{_rel(path)}: onnxruntime belongs in {ONNX_ONLY_IN}"
 
 
-def test_there_is_an_edge_package_to_check():
-    assert {"classifier.py", "backends.py", "app.py", "cli.py", "bundle.py"} <= {p.name for p in FILES}
+def test_benchmarks_files_shipped_are_the_device_package_only():
+    """The bundle holds benchmarks/__init__.py and benchmarks/device/, never the host-side report or plots."""
+    shipped = {_rel(p) for p in FILES if _rel(p).startswith("benchmarks/")}
+    assert "benchmarks/device/latency.py" in shipped
+    assert all(f == "benchmarks/__init__.py" or f.startswith("benchmarks/device/") for f in shipped), shipped
+
+
+def test_there_is_a_runtime_to_check():
+    assert SHIPPED_PACKAGES == ("contracts", "edge", "benchmarks/device")
+    names = {_rel(p) for p in FILES}
+    assert {"contracts/runners/classifier.py", "contracts/runners/litert.py", "edge/app.py", "edge/cli.py"} <= names
+    assert not any(n.startswith(("train/", "export/", "sweep/", "deploy/")) for n in names)

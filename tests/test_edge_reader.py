@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from edge_model import LABELS, make_images, run_edge, session_run, write_images
 
+from contracts.runners.classifier import Classifier
 from edge.app import EdgeOptions, run
-from edge.classifier import Classifier
 from edge.cli import configure_logging
 from edge.reader import Frame, FrameReader, SourceEvent, _Handoff
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.formats import FORMATS, resolve_formats
-from edge.manifest import ChecksumError, ManifestError, load_manifest, verify_checksum
+from contracts.formats import FORMATS, resolve_formats
+from contracts.manifest import ChecksumError, ManifestError, load_manifest, verify_checksum
 
 
 def test_every_format_is_published_with_its_manifest(exported_run: Path):

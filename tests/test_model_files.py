@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from edge_model import REPO, SAMPLES, session_run
 
-from edge.errors import BackendError
-from edge.tflite_verify import ModelFileError, verify_tflite
+from contracts.errors import BackendError
+from contracts.runners.tflite_verify import ModelFileError, verify_tflite
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_broken_files_are_one_line_naming_the_file(edge_run: Path, tmp_path, mak
 
 
 def test_the_backend_checks_before_the_interpreter_opens(edge_run: Path, tmp_path):
-    from edge.backends import create_backend
+    from contracts.runners import create_backend
 
     bad = tmp_path / "cut.tflite"
     bad.write_bytes((edge_run / "export" / "tflite_fp32.tflite").read_bytes()[:4000])
@@ -64,7 +64,7 @@ def test_the_backend_checks_before_the_interpreter_opens(edge_run: Path, tmp_pat
 def test_most_corruptions_are_caught_and_what_passes_still_loads(edge_run: Path, tmp_path):
     """Seeded corruptions of the structure: the verifier rejects most; whatever it lets through, LiteRT opens
     without crashing this process (measured on tflite-runtime: 245 of 300 rejected, 1 of the rest crashed it)."""
-    from edge.backends import create_backend
+    from contracts.runners import create_backend
 
     good = (edge_run / "export" / "tflite_int8.tflite").read_bytes()
     rejected = 0
@@ -85,7 +85,7 @@ def test_most_corruptions_are_caught_and_what_passes_still_loads(edge_run: Path,
 
 def test_latency_survives_a_model_that_crashes_its_interpreter(edge_run: Path, tmp_path, monkeypatch):
     """A model that kills the process (as tflite-runtime does on some corrupt graphs) is one error row."""
-    import benchmarks.latency as lat
+    import benchmarks.device.latency as lat
 
     crash = "import os, signal, sys\nif 'crash' in sys.argv[1]: os.kill(os.getpid(), signal.SIGSEGV)\n"
     monkeypatch.setattr(lat, "_PROBE", crash)
@@ -102,7 +102,7 @@ def test_latency_survives_a_model_that_crashes_its_interpreter(edge_run: Path, t
 def test_latency_out_that_cannot_be_written_is_refused_before_measuring(edge_run: Path, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     for out in (tmp_path / "notes.txt" / "rows.json", tmp_path / "missing" / "rows.json", tmp_path):
-        r = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--model",
+        r = subprocess.run([sys.executable, "-m", "benchmarks.device.latency", "--model",
                             str(edge_run / "export" / "tflite_int8.tflite"), "--out", str(out)],
                            cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert r.returncode == 2, r.stderr
@@ -144,7 +144,7 @@ def test_a_damaged_manifest_is_one_line_in_edge(edge_run: Path, tmp_path, damage
      ('{"rows": [{"format": "tflite_int8"}], "meta": [1]}', "meta is a JSON list")],
 )  # fmt: skip
 def test_damaged_rows_to_merge_are_one_line(tmp_path, doc, message):
-    from benchmarks.rows import load_rows
+    from benchmarks.device.rows import load_rows
 
     p = tmp_path / "pi4.json"
     p.write_text(doc)
@@ -155,7 +155,7 @@ def test_damaged_rows_to_merge_are_one_line(tmp_path, doc, message):
 
 def test_bundle_out_that_cannot_be_written_is_refused(edge_run: Path, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    r = subprocess.run([sys.executable, "-m", "edge.bundle", "--run", str(edge_run), "--out",
+    r = subprocess.run([sys.executable, "-m", "deploy.bundle", "--run", str(edge_run), "--out",
                         str(tmp_path / "notes.txt" / "dist")], cwd=REPO, capture_output=True, text=True,
                        timeout=60)  # fmt: skip
     assert r.returncode == 2, r.stdout + r.stderr

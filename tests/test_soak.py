@@ -1,4 +1,4 @@
-"""benchmarks.soak on the tiny test model: a few hundred frames of edge's loop over a looping video, the report's
+"""benchmarks.device.soak on the tiny test model: a few hundred frames of edge's loop over a looping video, the report's
 structure and figures, the verdict rule, RSS readings that follow memory both ways, and one-line refusals."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from edge_model import session_run
 
-from benchmarks import soak
-from benchmarks.settings import BenchError
-from benchmarks.soak import SoakSettings, rss_mib, run_soak, summarize
+from benchmarks.device import soak
+from benchmarks.device.settings import BenchError
+from benchmarks.device.soak import SoakSettings, rss_mib, run_soak, summarize
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""python -m benchmarks.sweep: the Pareto front and the budget pick on hand-made tables, the Pi latency prediction,
+"""python -m sweep.run: the Pareto front and the budget pick on hand-made tables, the Pi latency prediction,
 and a 2-point sweep at tiny sizes (one point reused from conftest's `exported_run`, one trained for real).
 
 Timings are measured, never asserted: the checks are on rows, labels, files and what was (not) redone.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import tiny_settings
 
-from benchmarks import devices, pareto
-from benchmarks.sweep import SweepSettings, estimate_seconds, main, resolve, run_sweep
+from sweep import devices, pareto
+from sweep.run import SweepSettings, estimate_seconds, main, resolve, run_sweep
 
 
 def row(point: str, fmt: str, top1: float | None, ms: float | None, size_mb: float = 1.0, error: str = "") -> dict:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import write_json
-from edge.preprocess import resize_rgb
+from contracts.atomic import write_json
+from contracts.preprocess import resize_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 SPLITS = ("train", "val", "test")

@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from edge.atomic import write_json, write_text
+from contracts.atomic import write_json, write_text
 from train.data import DataError
 
 # tensorflow/datasets cats_vs_dogs._URL: Microsoft moved the archive from kagglecatsanddogs_3367a.zip

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import atomic_path, write_json
+from contracts.atomic import atomic_path, write_json
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts the idx files
 FASHION_FILES = {
@@ -112,7 +112,7 @@ def load_fashion_mnist(split: str, source_dir: str = FASHION_DIR) -> tuple[np.nd
 
 
 def _to_rgb(gray: np.ndarray, size: int) -> np.ndarray:
-    from edge.preprocess import resize_rgb
+    from contracts.preprocess import resize_rgb
 
     return np.stack([resize_rgb(np.repeat(g[..., None], 3, axis=2), size) for g in gray])
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report  # noqa: E402
 
-from edge.atomic import atomic_path  # noqa: E402
+from contracts.atomic import atomic_path  # noqa: E402
 
 PHASE_TITLES = {"phase1": "1: head", "phase2": "2: fine-tune", "phase3": "3: QAT"}
 # Without pretrained weights phases 1 and 2 train the whole network: the plot must not claim otherwise.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import atomic_path, write_json, write_text
+from contracts.atomic import atomic_path, write_json, write_text
 from train.data import load_dataset, save_splits
 from train.runfolder import FLOAT_MODEL, QAT_MODEL, RunError, check_out_folder, link_latest, previous_run, replace_run
 from train.settings import TrainSettings, resolve

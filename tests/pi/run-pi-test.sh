@@ -39,7 +39,7 @@ cd "$REPO"
 PYTHONPATH="$REPO" TF_CPP_MIN_LOG_LEVEL=3 "$PYTHON" tests/edge_model.py --out "$WORK/runs" > /dev/null 2> "$WORK/build.log" \
   || { cat "$WORK/build.log" >&2; exit 1; }
 for fmt in tflite_int8 tflite_fp32; do
-  "$PYTHON" -m edge.bundle --run "$WORK/runs/tiny-rgb" --format "$fmt" --out "$WORK/dist/$fmt" > /dev/null
+  "$PYTHON" -m deploy.bundle --run "$WORK/runs/tiny-rgb" --format "$fmt" --out "$WORK/dist/$fmt" > /dev/null
 done
 mkdir -p "$WORK/pi"
 tar xzf "$WORK/dist/tflite_int8/tiny-rgb-edge.tar.gz" -C "$WORK/pi"

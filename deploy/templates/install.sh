@@ -87,7 +87,7 @@ if [ "$GUI" = 1 ] && [ "$ROUTE" = pip ]; then  # same OpenCV version, built with
 fi
 "$VENV/bin/python" -c "
 import cv2, numpy
-from edge.backends import load_litert_interpreter
+from contracts.runners.litert import load_litert_interpreter
 load_litert_interpreter()
 print('install.sh: edge runtime ready: numpy', numpy.__version__, 'OpenCV', cv2.__version__)"
 echo "install.sh: try it: $VENV/bin/python -m edge --model @@MODEL@@ --source 0 --headless --max-frames 10"

@@ -17,9 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.backends import BACKENDS, Backend, backend_for_file, create_backend
-from edge.errors import BackendError, EdgeError
-from edge.manifest import (
+from contracts.errors import BackendError, EdgeError
+from contracts.manifest import (
     ArtifactEntry,
     Manifest,
     ManifestError,
@@ -28,9 +27,11 @@ from edge.manifest import (
     load_manifest,
     verify_checksum,
 )
-from edge.preprocess import bgr_to_input, dequantize, quantize
+from contracts.preprocess import bgr_to_input, dequantize, quantize
+from contracts.runners import BACKENDS, backend_for_file, create_backend
+from contracts.runners.base import Backend
 
-# What this runtime implements of the manifest's preprocessing contract (edge.manifest.Preprocessing).
+# What this runtime implements of the manifest's preprocessing contract (contracts.manifest.Preprocessing).
 _COLOR_ORDERS = ("RGB", "BGR")
 _LAYOUTS = ("NHWC",)
 _RESIZES = ("area",)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from edge.atomic import atomic_path
-from edge.formats import FORMATS
+from contracts.atomic import atomic_path
+from contracts.formats import FORMATS
 
 X, Y = "latency_ms_device", "top1"  # the two axes of every decision here
 # sweep.csv: one row per grid point x artifact, in this column order.
@@ -22,7 +22,7 @@ COLUMNS = (
     "point",  # grid point, aA-sS: the run folder's name inside the sweep folder
     "alpha",  # MobileNetV2 width
     "size",  # input side, pixels
-    "format",  # key in edge.formats.FORMATS
+    "format",  # key in contracts.formats.FORMATS
     "runtime",  # litert or onnxruntime
     "threads",  # interpreter threads of latency_ms_here (and of the device figure it is scaled from)
     "macs_m",  # multiply-accumulates, millions (devices.macs_m)
@@ -238,7 +238,7 @@ def rows_table(rows: list[dict]) -> str:
 
 def _method(settings: dict, host: str) -> list[str]:
     """How the device latency was had, with the figure's source."""
-    from benchmarks import devices
+    from sweep import devices
 
     device, threads = settings["device"], settings["threads"]
     if device == "this":
@@ -255,8 +255,9 @@ def _method(settings: dict, host: str) -> list[str]:
         lines.append(f"- Derived: {fig.derivation}.")
     lines += ["- MACs: " + devices.MACS_SOURCE + "; sizes not in it are scaled by (size/224)^2 from the same "
               "width's 224 figure (`macs_source` says `derived`).",
-              f"- Rows measured on the board replace the prediction: `python -m benchmarks.latency --device-name "
-              f"{settings['measured_device']} --out rows.json` there, then `--merge rows.json` here."]  # fmt: skip
+              "- Rows measured on the board replace the prediction: `python -m benchmarks.device.latency "
+              f"--device-name {settings['measured_device']} --out rows.json` there, then `--merge rows.json` "
+              "here."]  # fmt: skip
     return lines
 
 
@@ -292,7 +293,7 @@ def write_report(out: Path, result: dict, settings: dict, plots: bool = True) ->
     import csv
     import io
 
-    from edge.atomic import write_json, write_text
+    from contracts.atomic import write_json, write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")

@@ -1,6 +1,6 @@
 """The optional onnxruntime backend (--backend onnxruntime, or an .onnx model).
 
-This is the only module in edge/ that imports onnxruntime, and it does so when a backend is made, so the
+This is the only module the Pi bundle ships that imports onnxruntime, and it does so when a backend is made, so the
 Pi needs onnxruntime only if it runs ONNX models.
 """
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends import Backend, _first_line, check_single_io
-from edge.errors import BackendError
-from edge.manifest import TensorSpec
+from contracts.console import first_line
+from contracts.errors import BackendError
+from contracts.manifest import TensorSpec
+from contracts.runners.base import Backend, check_single_io
 
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
 
@@ -42,7 +43,7 @@ class OnnxBackend(Backend):
             self._session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise BackendError(
-                f"{model_path} is not a model onnxruntime can run ({_first_line(e)}): copy it again or re-run export"
+                f"{model_path} is not a model onnxruntime can run ({first_line(e)}): copy it again or re-run export"
             ) from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         check_single_io(model_path, len(inputs), len(outputs))

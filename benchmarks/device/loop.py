@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.classifier import Classifier, Result
+from contracts.runners.classifier import Classifier, Result
 from edge.display import draw_overlay
 from edge.reader import FrameReader
 from edge.sources import open_capture, parse_source, quiet_opencv

@@ -15,7 +15,7 @@ only roughly: x86 and Arm int8 kernels differ, and even on one Pi 4 XNNPACK's ow
 (c) the figure is XNNPACK's (LiteRT), so onnxruntime float32 artifacts are taken to run as fast on the Pi, and
 their latency_source says so.
 Every predicted figure is labelled "predicted: ..." and a row measured on the board itself
-(`python -m benchmarks.latency --device-name pi4`) replaces it.
+(`python -m benchmarks.device.latency --device-name pi4`) replaces it.
 
 Standard library only.
 """
@@ -174,10 +174,10 @@ def add_device_latency(rows: list[dict], target: str, measured: list[dict] = (),
     Args:
         rows: flat dicts with point, format, runtime, threads, macs_m, macs_source, latency_ms_here, sha256, error.
         target: "pi4", "pi5" (keys of DEVICES) or "this".
-        measured: benchmark rows (benchmarks.latency / results.json) from any device.
+        measured: benchmark rows (benchmarks.device.latency / results.json) from any device.
         measured_name: the device name of the rows that count as the target's.
     """
-    from benchmarks.compare import float_counterpart  # stdlib + edge.formats only
+    from benchmarks.compare import float_counterpart  # stdlib + contracts.formats only
 
     name = measured_name or target
     figure = None if target == "this" else device_figure(target)

@@ -2,7 +2,7 @@
 
 A row that could not be measured still exists, with an `error` field saying why (timm's benchmark rows), so a
 broken artifact shows up in the table instead of ending the run. Standard library only, so the device-side
-benchmarks.latency can write the same rows.
+benchmarks.device.latency can write the same rows.
 
     save_results(out_dir, rows, meta)        # results.csv + results.json, each written atomically
     rows, meta = load_rows("rows.json")      # what --merge reads
@@ -15,13 +15,13 @@ import io
 import json
 from pathlib import Path
 
-from edge.atomic import write_json, write_text
+from contracts.atomic import write_json, write_text
 
 # The columns, in table order. Latencies are milliseconds inside the runtime (no pre- or postprocessing);
 # the loop_* columns are the whole camera loop (edge.app) on a 640x480 video.
 COLUMNS = (
-    "device",  # the machine that measured the row (benchmarks.latency.default_device_name or --device-name)
-    "format",  # key in edge.formats.FORMATS
+    "device",  # the machine that measured the row (benchmarks.device.latency.default_device_name or --device-name)
+    "format",  # key in contracts.formats.FORMATS
     "runtime",  # "litert" or "onnxruntime"
     "threads",  # interpreter threads
     "quantization",  # as in the formats table: none, fp16, dynamic, int8
@@ -95,14 +95,16 @@ def save_results(out_dir: str | Path, rows: list[dict], meta: dict, extra: dict 
 
 
 def load_rows(path: str | Path) -> tuple[list[dict], dict]:
-    """Rows and meta from a file written by benchmarks.latency --out, or a results.json, or a JSON list of rows.
+    """Rows and meta from a file written by benchmarks.device.latency --out, or a results.json, or a JSON list of rows.
 
     Raises:
         ValueError: the file is missing, not JSON, or holds no rows; the message names it.
     """
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{p} not found: write it on the device with `python -m benchmarks.latency --out {p.name}`")
+        raise ValueError(
+            f"{p} not found: write it on the device with `python -m benchmarks.device.latency --out {p.name}`"
+        )
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

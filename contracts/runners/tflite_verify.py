@@ -1,7 +1,8 @@
 """verify_tflite(): a .tflite file's flatbuffer structure checked before any interpreter opens it.
 
 tflite-runtime (the 32-bit Pi's interpreter) trusts the file: a truncated or corrupt model can crash the process
-(exit 139, no message), so one bad file in `benchmarks.latency` lost the rows of every good model measured with it.
+(exit 139, no message), so one bad file in `benchmarks.device.latency`
+lost the rows of every good model measured with it.
 This walks the model's tables with bounds checks (the file identifier, every offset, vector and string inside the
 file, every tensor, buffer and operator index in range, external buffers inside the file) using only the standard
 library, so the Pi runs it too. It is a structure check, not a checksum: the manifest's sha256 is that.

@@ -1,6 +1,6 @@
-"""python -m benchmarks.sweep: MobileNetV2 widths x input sizes -> the most accurate model within a latency budget.
+"""python -m sweep.run: MobileNetV2 widths x input sizes -> the most accurate model within a latency budget.
 
-python -m benchmarks.sweep --data digits --alphas 0.35,0.5 --sizes 96,128 --device pi4 --budget-ms 30
+python -m sweep.run --data digits --alphas 0.35,0.5 --sizes 96,128 --device pi4 --budget-ms 30
 make sweep ARGS="--data ~/photos/flowers --device pi5 --budget-ms 20 --max-minutes 240"
 
 Each grid point is an ordinary run, runs/sweep-NAME/aA-sS/ (e.g. a0.35-s96), made by train's, export's and the
@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import devices, pareto
-from edge.formats import FORMATS, FormatError, resolve_formats
+from contracts.formats import FORMATS, FormatError, resolve_formats
+from sweep import devices, pareto
 
 NOTHING_FITS = 3
 
@@ -50,14 +50,18 @@ class SweepSettings:
     qat_epochs: int | None = None  # phase 3 (quantization-aware training) epochs
     weights: str | None = None  # "imagenet", "none" or a local .h5 file
     batch_size: int | None = None  # training batch size
-    formats: str = "all"  # export formats (edge.formats); each int8/fp16/dynamic one brings its float32
+    formats: str = "all"  # export formats (contracts.formats); each int8/fp16/dynamic one brings its float32
     #   counterpart, whose latency here is what a Pi prediction scales by
     threads: int = 0  # interpreter threads here; 0 = the device's cores (pi4, pi5: 4), or this machine's for "this"
     runs: int = 100  # timed inferences per artifact here (the benchmark's --runs)
     warmup: int = 10  # untimed inferences first
-    merge: tuple[str, ...] = ()  # rows measured on the device (`python -m benchmarks.latency --out`): they replace
+    merge: tuple[
+        str, ...
+    ] = ()  # rows measured on the device (`python -m benchmarks.device.latency --out`): they replace
     #   the predictions for the artifacts they measured (same sha256)
-    measured_device: str = ""  # device name those rows carry; "" = --device (`benchmarks.latency --device-name pi4`)
+    measured_device: str = (
+        ""  # device name those rows carry; "" = --device (`benchmarks.device.latency --device-name pi4`)
+    )
     max_minutes: float = 0.0  # stop starting new points when the next one (estimated from the points trained so
     #   far, scaled by MACs) would end past this; 0 = no limit
     plots: bool = True  # write pareto.png
@@ -113,7 +117,7 @@ def resolve(s: SweepSettings) -> SweepSettings:
 
 
 def _host_cores() -> int:
-    from benchmarks.latency import cpu_count
+    from benchmarks.device.latency import cpu_count
 
     return cpu_count()
 
@@ -167,8 +171,8 @@ def _export(s: SweepSettings, run: Path, formats: list[str]) -> dict[str, str]:
     Export itself skips artifacts that are up to date, but it still rewrites the manifest, which would make every
     benchmark stale; so it is not called at all while every asked format is published from the current model
     files (or was refused for these same files, as recorded in sweep_export.json)."""
-    from edge.atomic import write_json
-    from edge.manifest import MANIFEST_NAME, ManifestError, load_manifest, sha256_file
+    from contracts.atomic import write_json
+    from contracts.manifest import MANIFEST_NAME, ManifestError, load_manifest, sha256_file
     from export.run import export_run
     from export.settings import ExportSettings
     from train.run import FLOAT_MODEL, QAT_MODEL
@@ -200,10 +204,10 @@ def _export(s: SweepSettings, run: Path, formats: list[str]) -> dict[str, str]:
 def _bench(s: SweepSettings, run: Path, formats: list[str]) -> tuple[list[dict], str]:
     """(benchmark rows, the device name they were measured on), reusing bench/results.json when it is newer than
     the manifest and holds a row for every published asked format at --threads."""
-    from benchmarks.rows import load_rows
+    from benchmarks.device.rows import load_rows
     from benchmarks.run import run_benchmarks
     from benchmarks.settings import BenchSettings
-    from edge.manifest import MANIFEST_NAME, load_manifest
+    from contracts.manifest import MANIFEST_NAME, load_manifest
 
     results, manifest = run / "bench" / "results.json", run / "export" / MANIFEST_NAME
     if results.is_file() and manifest.is_file() and results.stat().st_mtime > manifest.stat().st_mtime:
@@ -281,9 +285,9 @@ def run_sweep(s: SweepSettings, train_base=None) -> dict:
     Raises:
         SweepError: a flag or a --merge file is unusable.
     """
-    from benchmarks.latency import default_device_name
-    from benchmarks.rows import load_rows
-    from edge.atomic import write_json
+    from benchmarks.device.latency import default_device_name
+    from benchmarks.device.rows import load_rows
+    from contracts.atomic import write_json
     from train.settings import TrainSettings
 
     s = resolve(s)
@@ -341,7 +345,7 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = SweepSettings()
-    p = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sweep.run", description=__doc__.split("\n\n")[0])
     a = p.add_argument
     a("--data", default=d.data, help="digits (bundled), cats_vs_dogs, or a folder of class folders (as in train)")
     a("--out", default=d.out, help="sweep folder (default runs/sweep-<data name>)")
@@ -358,7 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--threads", type=int, default=d.threads, help="threads here (default: the device's cores; 'this': all)")
     a("--runs", type=int, default=d.runs, help=f"timed runs per artifact here (default {d.runs})")
     a("--warmup", type=int, default=d.warmup, help=f"untimed runs first (default {d.warmup})")
-    a("--merge", nargs="+", default=[], metavar="ROWS.json", help="rows measured on the device (benchmarks.latency)")
+    a(
+        "--merge",
+        nargs="+",
+        default=[],
+        metavar="ROWS.json",
+        help="rows measured on the device (benchmarks.device.latency)",
+    )
     a("--measured-device", default=d.measured_device, help="device name in the --merge rows (default: --device)")
     a("--max-minutes", type=float, default=d.max_minutes, help="time budget of the whole sweep (default 0: none)")
     a("--no-plots", dest="plots", action="store_false", help="skip pareto.png")

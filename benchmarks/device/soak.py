@@ -1,10 +1,10 @@
 """Soak benchmark: edge's camera loop over a looping 640x480 video for tens of thousands of frames, with resident
 memory and FPS sampled as it goes, so a leak or a slowdown that only shows after hours on the Pi shows here.
 
-    python -m benchmarks.soak --model runs/latest/export/tflite_int8_qat.tflite --frames 20000 \\
+    python -m benchmarks.device.soak --model runs/latest/export/tflite_int8_qat.tflite --frames 20000 \\
         --out soak.json --plot soak.png
 
-The loop is edge.app's own, driven as benchmarks.loop drives it: FrameReader(loop=True) decodes a generated
+The loop is edge.app's own, driven as benchmarks.device.loop drives it: FrameReader(loop=True) decodes a generated
 video on one thread and preprocesses it on another, and reopens the video each time it ends (as a demo left
 running all day does); the main thread runs the model and draws the overlay. After `warmup` frames, resident
 memory (VmRSS of /proc/self/status: the Pi has no psutil) is read every `rss_every` frames and each `interval`
@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.latency import default_device_name, device_meta
-from benchmarks.loop import synthetic_frames, write_video
-from benchmarks.settings import BenchError
+from benchmarks.device.latency import default_device_name, device_meta
+from benchmarks.device.loop import synthetic_frames, write_video
+from benchmarks.device.settings import BenchError
 
 
 @dataclass(frozen=True)
@@ -197,8 +197,8 @@ def run_soak(s: SoakSettings, log=print) -> dict:
         EdgeError, ManifestError: a model edge would refuse (missing, no manifest, checksum mismatch).
     """
     check_soak_settings(s)
+    from contracts.runners.classifier import Classifier
     from edge.app import EdgeOptions, _loop  # the loop itself, not a copy of it
-    from edge.classifier import Classifier
     from edge.reader import FrameReader
     from edge.sources import open_capture, parse_source, quiet_opencv
 
@@ -247,7 +247,7 @@ def run_soak(s: SoakSettings, log=print) -> dict:
     report = {"settings": dataclasses.asdict(s), "meta": device_meta(device), "summary": summary,
               "rows": sampler.rows}  # fmt: skip
     if s.out:
-        from edge.atomic import write_json
+        from contracts.atomic import write_json
 
         write_json(s.out, report)
     if s.plot and sampler.rows:
@@ -297,7 +297,7 @@ def plot_soak(report: dict, path: str | Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     d = SoakSettings(model="")
-    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.device.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a .tflite or .onnx artifact with its manifest.json beside it")
     p.add_argument("--frames", type=int, default=d.frames, help=f"frames after warm-up (default {d.frames})")
     p.add_argument("--interval", type=int, default=d.interval, help=f"frames per row (default {d.interval})")
@@ -324,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the soak and prints its summary; exit 0 when memory stayed flat, 1 when not or the loop stopped early,
     2 for bad flags or a model edge refuses."""
-    from edge.errors import EdgeError
-    from edge.manifest import ManifestError
+    from contracts.errors import EdgeError
+    from contracts.manifest import ManifestError
 
     a = build_parser().parse_args(argv)
     s = SoakSettings(model=a.model, frames=a.frames, interval=a.interval, warmup=a.warmup, rss_every=a.rss_every,

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from edge.atomic import write_json
+from contracts.atomic import write_json
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -55,7 +55,7 @@ class Preprocessing:
 class ArtifactEntry:
     """One published artifact and the evidence that it agrees with Keras."""
 
-    format: str  # key in edge.formats.FORMATS
+    format: str  # key in contracts.formats.FORMATS
     file: str  # file name, relative to the manifest's folder
     sha256: str
     size_bytes: int
@@ -251,6 +251,55 @@ def verify_checksum(artifact_path: str | Path, entry: ArtifactEntry) -> None:
         )
 
 
+def choose_artifact(manifest: Manifest, requested: str | None, where: str) -> ArtifactEntry:
+    """The entry to deploy: `requested`, or the best the manifest lists in the formats table's BUNDLE_PREFERENCE.
+
+    Raises:
+        ManifestError: an unknown format, or one the manifest does not list; the message lists what it has.
+    """
+    from contracts.formats import BUNDLE_PREFERENCE, FORMATS
+
+    has = ", ".join(manifest.formats) or "nothing"
+    if requested is not None:
+        if requested not in FORMATS:
+            raise ManifestError(f"unknown format {requested!r}: {where} has {has}; pass one of those to --format")
+        if requested not in manifest.formats:
+            raise ManifestError(
+                f"{where} has no {requested} artifact (not exported, or it failed the parity gate); it has {has}: "
+                f"pass one of those to --format, or run `python -m export --run RUN --formats {requested}`"
+            )
+        return manifest.entry(requested)
+    for name in BUNDLE_PREFERENCE:
+        if name in manifest.formats:
+            return manifest.entry(name)
+    raise ManifestError(
+        f"{where} has none of {', '.join(BUNDLE_PREFERENCE)} (it has {has}): pass --format to choose one"
+    )
+
+
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     """Writes the manifest atomically (after every artifact it lists is in place)."""
     return write_json(path, manifest.to_dict())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m contracts.manifest --pick EXPORT_DIR [--format NAME]` prints the artifact to run (make edge)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m contracts.manifest", description="Read an export's manifest.")
+    p.add_argument("--pick", metavar="EXPORT_DIR", required=True, help="folder with manifest.json (runs/NAME/export)")
+    p.add_argument("--format", help="format to pick (default: the best deployable one the manifest lists)")
+    args = p.parse_args(argv)
+    folder = Path(args.pick)
+    try:
+        entry = choose_artifact(load_manifest(folder / MANIFEST_NAME), args.format, str(folder / MANIFEST_NAME))
+    except ManifestError as e:
+        print(f"contracts.manifest: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(folder / entry.file)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

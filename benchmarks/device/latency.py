@@ -1,6 +1,6 @@
 """Inference latency on this device, with nothing but the edge requirements (numpy, OpenCV, LiteRT).
 
-    python -m benchmarks.latency --model tflite_int8.tflite tflite_fp32.tflite --threads 1,2,4 \\
+    python -m benchmarks.device.latency --model tflite_int8.tflite tflite_fp32.tflite --threads 1,2,4 \\
         --device-name pi4 --out pi4-rows.json
     python -m benchmarks --run runs/NAME --merge pi4-rows.json      # back on the training machine
 
@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.rows import add_error, format_table, new_row
-from benchmarks.settings import BenchError, parse_threads
-from edge.backends import Backend, backend_for_file, create_backend, load_litert_interpreter
-from edge.formats import FORMATS, format_for_file
-from edge.manifest import TensorSpec, find_manifest, package_versions, sha256_file
+from benchmarks.device.rows import add_error, format_table, new_row
+from benchmarks.device.settings import BenchError, parse_threads
+from contracts.formats import FORMATS, format_for_file
+from contracts.manifest import TensorSpec, find_manifest, package_versions, sha256_file
+from contracts.runners import backend_for_file, create_backend
+from contracts.runners.base import Backend
+from contracts.runners.litert import load_litert_interpreter
 
 # What a device needs of benchmarks/ (beside edge/) to run this module: a bundle ships these files.
 DEVICE_FILES = ("__init__.py", "settings.py", "rows.py", "loop.py", "latency.py", "soak.py")
@@ -166,8 +168,8 @@ def time_rows(pairs: list[tuple[dict, Backend]], runs: int, warmup: int, rounds:
 
 _PROBE = (
     "import sys\n"
-    "from benchmarks.latency import make_input\n"
-    "from edge.backends import backend_for_file, create_backend\n"
+    "from benchmarks.device.latency import make_input\n"
+    "from contracts.runners import backend_for_file, create_backend\n"
     "b = create_backend(backend_for_file(sys.argv[1]), sys.argv[1], 1)\n"
     "b.run(make_input(b.input))\n"
 )
@@ -194,7 +196,7 @@ def probe_crash(path: Path, timeout: float = 120.0) -> str | None:
 def _open(path: Path, threads: int, row: dict) -> tuple[Backend | None, object | None]:
     """(backend, classifier or None); a model with its manifest beside it is opened as edge opens it (checksum,
     tensors), one without only in its runtime. On failure the row gets the error and (None, None) returns."""
-    from edge.classifier import Classifier
+    from contracts.runners.classifier import Classifier
 
     try:
         if find_manifest(path).is_file():
@@ -259,7 +261,7 @@ def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int 
 
 def _make_video(path: Path, frames: int, size: tuple[int, int]):
     """(video path, capture ms) of a synthetic loop video, or (the exception, None) if it cannot be made."""
-    from benchmarks import loop
+    from benchmarks.device import loop
 
     try:
         video = loop.write_video(loop.synthetic_frames(frames, size), path)
@@ -270,7 +272,7 @@ def _make_video(path: Path, frames: int, size: tuple[int, int]):
 
 def _loop_figures(row: dict, clf, video: Path, capture_ms: float, warmup: int, labels=None) -> None:
     """Fills the row's camera-loop columns, or adds the loop's error to it (the latency figures stand)."""
-    from benchmarks import loop
+    from benchmarks.device import loop
 
     try:
         row.update(loop.loop_columns(clf, video, warmup, labels), capture_ms=round(capture_ms, 4))
@@ -279,7 +281,7 @@ def _loop_figures(row: dict, clf, video: Path, capture_ms: float, warmup: int, l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.device.latency", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", nargs="+", required=True, help=f"artifact(s) to time: {', '.join(FORMATS)} files")
     p.add_argument("--threads", default="1,2,4", help="comma-separated interpreter thread counts (default 1,2,4)")
     p.add_argument("--runs", type=int, default=200, help="timed runs per model and thread count (default 200)")
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                           log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
     print(format_table(rows))
     if a.out:
-        from edge.atomic import write_json
+        from contracts.atomic import write_json
 
         write_json(a.out, {"meta": meta, "rows": rows})
         print(f"wrote {len(rows)} rows to {a.out}: merge them with python -m benchmarks --run RUN --merge {a.out}")
