@@ -55,3 +55,32 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def why_unwritable(path: str | os.PathLike, kind: str = "file") -> str | None:
+    """Why an output at `path` could not be written, checked before the work that makes it; None if it can.
+
+    Args:
+        path: where the output goes.
+        kind: "file" (its folder must exist and be writable, and the path must not be a folder) or "folder" (made
+            with its parents: the nearest one that exists must be a writable folder, and the path must not be a file).
+
+    Returns:
+        The reason, worded to follow the path in a message ("is a folder", "cannot be written (/x is not a writable
+        folder)"), or None.
+    """
+    p = Path(path).absolute()
+    if kind == "file":
+        if p.is_dir():
+            return "is a folder"
+        if not p.parent.is_dir() or not os.access(p.parent, os.W_OK | os.X_OK):
+            return f"cannot be written ({p.parent} is not a writable folder)"
+        return None
+    if p.exists() and not p.is_dir():
+        return "is a file, not a folder"
+    nearest = next(q for q in (p, *p.parents) if q.exists())
+    if not nearest.is_dir():
+        return f"cannot be written ({nearest} is a file)"
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        return f"cannot be written ({nearest} is not writable)"
+    return None
