@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.compare import best_rows, devices, pareto_front
+from benchmarks.device.rows import threads_label
 from contracts.atomic import atomic_path
 from contracts.formats import FORMATS
 
@@ -19,10 +20,6 @@ PLOTS = {  # file name -> what report.md calls it
 }
 _ORDER = {name: i for i, name in enumerate(FORMATS)}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per format, in table order
-
-
-def _threads(n: int) -> str:
-    return f"{n} thread{'s' if n != 1 else ''}"
 
 
 def _plt():
@@ -71,7 +68,7 @@ def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
             on, color = i in front, _color(r["format"])
             ax.scatter(*xy[i], s=110 if on else 70, marker=_MARKERS[_ORDER.get(r["format"], 0) % len(_MARKERS)],
                        facecolor=color if on else "none", edgecolor="black" if on else color, linewidth=1.6,
-                       zorder=4 if on else 3, label=f"{_label(r)}, {_threads(r['threads'])}")  # fmt: skip
+                       zorder=4 if on else 3, label=f"{_label(r)}, {threads_label(r['threads'])}")  # fmt: skip
         fx = [xy[i] for i in sorted(front, key=lambda i: xy[i][0])]
         ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1, ls="--", zorder=2,
                 label="Pareto front")  # fmt: skip

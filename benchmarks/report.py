@@ -11,23 +11,13 @@ from __future__ import annotations
 import statistics
 
 from benchmarks.compare import best_rows, comparisons, devices, float_counterpart, is_timed, thread_scaling
-from benchmarks.device.rows import format_table
+from benchmarks.device.rows import format_table, ms, threads_label
 from benchmarks.plots import PLOTS
 
 
-def _ms(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-
-
-def _threads(n: int) -> str:
-    return f"{n} thread{'s' if n != 1 else ''}"
-
-
 def _speed(c: dict, noise: float) -> str:
-    s, t = c["speedup"], _threads(c["threads"])
-    figures = f"{_ms(c['latency_ms_median'])} vs {_ms(c['float_latency_ms_median'])} ms median"
+    s, t = c["speedup"], threads_label(c["threads"])
+    figures = f"{ms(c['latency_ms_median'])} vs {ms(c['float_latency_ms_median'])} ms median"
     if s >= 1 + noise:
         return f"{s:.1f}x faster on {t} ({figures})"
     if s <= 1 - noise:
@@ -67,7 +57,7 @@ def headline(rows: list[dict], noise: float) -> list[str]:
                       == (dev, r["format"], r["runtime"], r["threads"])), None)  # fmt: skip
             if c is None:
                 ref = float_counterpart(r["format"])
-                missing = f"no {ref.name if ref else 'float'} row on {dev} at {_threads(r['threads'])}"
+                missing = f"no {ref.name if ref else 'float'} row on {dev} at {threads_label(r['threads'])}"
                 lines.append(f"- {r['format']}: {missing}, so no ratio (rows of different devices are never compared)")
                 continue
             lines.append(f"- **{c['format']}** vs {c['float_format']} ({c['runtime']}): {_size(c)}, "
@@ -98,19 +88,19 @@ def threads_section(rows: list[dict], meta: dict, noise: float) -> list[str]:
         for s in scal:
             base = s["base_threads"]
             figures = ", ".join(
-                f"{_threads(t)} {_ms(ms)} ms" + ("" if t == base else f" ({s['speedup'][t]:.2f}x)")
+                f"{threads_label(t)} {ms(v)} ms" + ("" if t == base else f" ({s['speedup'][t]:.2f}x)")
                 + (" (more threads than cores)" if cores and t > cores else "")
-                for t, ms in s["latency_ms"].items()
+                for t, v in s["latency_ms"].items()
             )  # fmt: skip
             gain = max(v for t, v in s["speedup"].items() if t != base)
             if gain < 1 + noise:
                 worse = (
                     " (they make it slower)" if gain <= 1 - noise else f" (at best {gain:.2f}x: within ±{noise:.0%})"
                 )
-                verdict = f"no gain from more than {_threads(base)}{worse}"
+                verdict = f"no gain from more than {threads_label(base)}{worse}"
             else:
                 best = s["best_threads"]
-                verdict = f"{_threads(best)} is fastest, {s['speedup'][best]:.1f}x over {base}"
+                verdict = f"{threads_label(best)} is fastest, {s['speedup'][best]:.1f}x over {base}"
             lines.append(f"- {s['format']} ({s['runtime']}): {figures}: {verdict}")
         load = [v for v in (dm.get("load_average") or [])[:1] + (meta.get("load_average_after") or [])[:1]]
         if dev == meta.get("host") and cores and load and max(load) >= cores:
@@ -130,8 +120,9 @@ def _bottleneck(r: dict) -> str:
         "inference and drawing (loop thread)": r["loop_ms"] - r["loop_wait_ms"],
     }
     slowest = max(stages, key=stages.get)
-    return (f"{r['format']} on {_threads(r['threads'])}: {slowest} takes {_ms(stages[slowest])} ms per frame in the "
-            f"loop (decoding alone {_ms(r['capture_ms'])} ms, inference {_ms(r['loop_inference_ms'])} ms)")  # fmt: skip
+    return (f"{r['format']} on {threads_label(r['threads'])}: {slowest} takes {ms(stages[slowest])} ms per frame "
+            f"in the loop (decoding alone {ms(r['capture_ms'])} ms, inference {ms(r['loop_inference_ms'])} "
+            "ms)")  # fmt: skip
 
 
 def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = None) -> list[str]:
@@ -157,10 +148,10 @@ def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = 
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in best:
             rest = r["loop_overhead_ms"] - r["loop_wait_ms"]
-            lines.append(f"| {r['format']} | {r['threads']} | {r['loop_fps']:.1f} | {_ms(r['loop_ms'])} | "
-                         f"{_ms(r['loop_inference_ms'])} | {_ms(r['loop_overhead_ms'])} | {_ms(r['loop_wait_ms'])} | "
-                         f"{_ms(rest)} | {_ms(r['loop_capture_ms'])} | {_ms(r['loop_preprocess_ms'])} | "
-                         f"{_ms(r['capture_ms'])} | {_ms(r['preprocess_ms'])} |")  # fmt: skip
+            lines.append(f"| {r['format']} | {r['threads']} | {r['loop_fps']:.1f} | {ms(r['loop_ms'])} | "
+                         f"{ms(r['loop_inference_ms'])} | {ms(r['loop_overhead_ms'])} | {ms(r['loop_wait_ms'])} | "
+                         f"{ms(rest)} | {ms(r['loop_capture_ms'])} | {ms(r['loop_preprocess_ms'])} | "
+                         f"{ms(r['capture_ms'])} | {ms(r['preprocess_ms'])} |")  # fmt: skip
         capture = statistics.median(r["capture_ms"] for r in best)
         wait = statistics.median(r["loop_wait_ms"] for r in best)
         below = [r for r in best if r["loop_ms"] < r["capture_ms"] + r["loop_inference_ms"]]
@@ -172,18 +163,18 @@ def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = 
         slowdown = statistics.median(r["loop_inference_ms"] / r["latency_ms_median"] for r in timed) if timed else None
         lines += [
             "",
-            f"- Decoding, preprocessing and inference overlap: decoding a frame alone takes {_ms(capture)} ms, and "
-            f"the loop waited {_ms(wait)} ms per frame for the next prepared one (median over artifacts). loop "
+            f"- Decoding, preprocessing and inference overlap: decoding a frame alone takes {ms(capture)} ms, and "
+            f"the loop waited {ms(wait)} ms per frame for the next prepared one (median over artifacts). loop "
             f"ms/frame is below decoding + preprocessing + inference + drawing (what a one-thread loop would take) "
             f"for {faster} of {len(best)} artifacts.",
             f"- loop ms/frame < capture ms + inference ms for {len(below)} of {len(best)} artifacts"
             + ("." if len(below) == len(best) else
                "; where not, one stage is slower than the model, so the loop runs at that stage's pace: "
                + "; ".join(_bottleneck(r) for r in best if r not in below) + "."),
-            f"- Loop overhead beyond inference: {_ms(min(over))} to {_ms(max(over))} ms per 640x480 frame (target at "
+            f"- Loop overhead beyond inference: {ms(min(over))} to {ms(max(over))} ms per 640x480 frame (target at "
             f"most {target_ms:g} ms: {'met' if max(over) <= target_ms else 'NOT met'} at each artifact's best thread "
-            f"count; every row: up to {_ms(worst['loop_overhead_ms'])} ms, {worst['format']} on "
-            f"{_threads(worst['threads'])}): waiting for the next prepared frame, then drawing and top-k.",
+            f"count; every row: up to {ms(worst['loop_overhead_ms'])} ms, {worst['format']} on "
+            f"{threads_label(worst['threads'])}): waiting for the next prepared frame, then drawing and top-k.",
         ]  # fmt: skip
         n_cores = (cores or {}).get(dev)
         if slowdown is not None and slowdown > 1.1:
@@ -236,7 +227,7 @@ def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, nois
     if unpublished or errors:
         out += ["## Not measured", ""]
         out += [f"- {name}: not published by export (skipped or failed its parity gate)" for name in unpublished]
-        out += [f"- {r['format']} ({r['device']}, {_threads(r['threads'])}): {r['error']}" for r in errors]
+        out += [f"- {r['format']} ({r['device']}, {threads_label(r['threads'])}): {r['error']}" for r in errors]
     untimed = [r for r in rows if not is_timed(r) and not r.get("error")]
     out += [f"- {r['format']} ({r['device']}): no latency" for r in untimed]
     return "\n".join(out).rstrip() + "\n"

@@ -15,6 +15,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# Picture files every stage reads: train (Pillow) and edge's image folders (OpenCV). OpenCV cannot decode .gif, so
+# edge skips one with a warning naming it; everything else here both libraries read.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
 
 def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     """Resizes an HxWx3 uint8 RGB image to size x size with the contract's interpolation."""

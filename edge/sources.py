@@ -18,11 +18,11 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from contracts.preprocess import IMAGE_SUFFIXES
 from edge.errors import SourceError
 
 STREAM_OPEN_MIN_S = 10.0  # opening a stream may take this long whatever the stall timeout: FFmpeg reads its first
 # packets to learn the codec and frame rate before open returns (2.3 s for a 10 fps MPEG-2 stream on loopback)
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 PICAMERA_SIZE = (640, 480)  # what the Pi camera is asked for: plenty for a small model, cheap to convert
 
 

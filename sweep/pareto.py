@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from benchmarks.device.rows import ms, threads_label
 from contracts.atomic import atomic_path
 from contracts.formats import FORMATS
 
@@ -104,12 +105,7 @@ def _how(row: dict) -> str:
 
 def describe(row: dict) -> str:
     """ "a0.5-s128 tflite_int8_qat: top-1 97.4%, 21 ms predicted on pi4"."""
-    return f"{name(row)}: top-1 {row[Y] * 100:.1f}%, {_ms(row[X])} ms {_how(row)} on {row['device']}"
-
-
-def _ms(v: float) -> str:
-    """Milliseconds to read: 41, 5.2, 0.177."""
-    return f"{v:.0f}" if v >= 10 else f"{v:.1f}" if v >= 1 else f"{v:.3g}"
+    return f"{name(row)}: top-1 {row[Y] * 100:.1f}%, {ms(row[X])} ms {_how(row)} on {row['device']}"
 
 
 def trade(best: dict, other: dict | None) -> str:
@@ -120,7 +116,7 @@ def trade(best: dict, other: dict | None) -> str:
     acc = ("as accurate" if abs(points) < 0.05 else
            f"{abs(points):.1f} points {'more' if points > 0 else 'less'} accurate")  # fmt: skip
     joint = "but" if (points > 0) == (other[X] > best[X]) else "and"
-    return f"the runner-up {name(other)} is {acc} {joint} {_ms(other[X])} ms"
+    return f"the runner-up {name(other)} is {acc} {joint} {ms(other[X])} ms"
 
 
 def verdict(rows: list[dict], budget_ms: float, device: str) -> tuple[dict | None, dict | None, str]:
@@ -135,7 +131,7 @@ def verdict(rows: list[dict], budget_ms: float, device: str) -> tuple[dict | Non
                             "column); fix the first error and run the same command again.")  # fmt: skip
     text = (
         f"Nothing fits within {budget_ms:g} ms on {device}: the fastest option is {describe(quick)}. "
-        f"Raise --budget-ms to at least {_ms(quick[X])}, or sweep smaller --alphas / --sizes."
+        f"Raise --budget-ms to at least {ms(quick[X])}, or sweep smaller --alphas / --sizes."
     )
     return None, None, text
 
@@ -211,17 +207,13 @@ def plot_pareto(rows: list[dict], budget_ms: float, best: dict | None, device: s
     return path
 
 
-def _threads(n: int) -> str:
-    return f"{n} thread{'s' if n != 1 else ''}"
-
-
 def _cell(v, digits: int = 3) -> str:
     if v is None or v == "":
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return _ms(v) if digits < 0 else f"{v:.{digits}f}"
+        return ms(v) if digits < 0 else f"{v:.{digits}f}"
     return str(v).replace("|", "/")
 
 
@@ -242,15 +234,15 @@ def _method(settings: dict, host: str) -> list[str]:
 
     device, threads = settings["device"], settings["threads"]
     if device == "this":
-        return [f"Latency measured here ({host}, {_threads(threads)}), inference only."]
+        return [f"Latency measured here ({host}, {threads_label(threads)}), inference only."]
     fig = devices.DEVICES[device]
     lines = [f"Latency on {device} is **predicted** unless a row says `measured`: {fig.ms:g} ms for MobileNetV2 1.0 "
              f"at 224, float32, {fig.cores} threads ({fig.board}), x the model's MACs / 300 M, x the artifact's "
-             f"latency over its float32 counterpart's measured here ({host}, {_threads(threads)}; 1 for float32). "
-             "See benchmarks/devices.py.", "", f"- Source: {fig.citation}"]  # fmt: skip
+             f"latency over its float32 counterpart's measured here ({host}, {threads_label(threads)}; 1 for float32). "
+             "See sweep/devices.py.", "", f"- Source: {fig.citation}"]  # fmt: skip
     if threads != fig.cores:
-        lines.append(f"- The ratios were measured with {_threads(threads)}, the {device} figure is for {fig.cores}: "
-                     f"pass --threads {fig.cores} to measure them as the board will run.")  # fmt: skip
+        lines.append(f"- The ratios were measured with {threads_label(threads)}, the {device} figure is for "
+                     f"{fig.cores}: pass --threads {fig.cores} to measure them as the board will run.")  # fmt: skip
     if fig.derivation:
         lines.append(f"- Derived: {fig.derivation}.")
     lines += ["- MACs: " + devices.MACS_SOURCE + "; sizes not in it are scaled by (size/224)^2 from the same "

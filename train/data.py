@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from contracts.atomic import write_json
-from contracts.preprocess import resize_rgb
+from contracts.preprocess import IMAGE_SUFFIXES, resize_rgb
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 SPLITS = ("train", "val", "test")
 
 

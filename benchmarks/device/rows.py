@@ -132,6 +132,18 @@ _COLUMN_TYPES = {**{k: (str,) for k in _TEXT}, "threads": (int,), "n_test": (int
                  "loop_frames": (int,), "per_class_top1": (dict,)}  # fmt: skip
 
 
+def ms(v: float | None) -> str:
+    """Milliseconds to read in a table or report: 0.177, 5.234, 41.2 (three decimals under 10 ms), "-" for none."""
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def threads_label(n: int) -> str:
+    """1 thread, 4 threads."""
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def _fmt(v, digits: int) -> str:
     if v is None or v == "":
         return "-"
