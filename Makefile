@@ -20,9 +20,9 @@ help:
 	@echo "make export   TFLite + ONNX artifacts, parity-checked, with manifest: runs/latest/export"
 	@echo "make bench    accuracy vs latency for every artifact: runs/latest/bench"
 	@echo "make sweep    widths x input sizes, the best model within a latency budget"
-	@echo "make edge     camera classifier               [SOURCE=0|video.mp4|images/|rtsp://...|picamera]"
+	@echo "make edge     camera classifier, best model of the manifest  [FORMAT=...] [SOURCE=0|video.mp4|images/|rtsp://...|picamera]"
 	@echo "make bundle   dist/NAME-edge.tar.gz for a Raspberry Pi        [FORMAT=tflite_int8]"
-	@echo "make test     the test suite (what CI runs)"
+	@echo "make test     the test suite, in random order (what CI runs); make test-fast: nothing that trains, < 2 min"
 	@echo "make lint     ruff check + format check"
 
 $(BIN)/.stamp: requirements/*.txt
