@@ -17,12 +17,14 @@ their latency_source says so.
 Every predicted figure is labelled "predicted: ..." and a row measured on the board itself
 (`python -m benchmarks.device.latency --device-name pi4`) replaces it.
 
-Standard library only.
+Standard library, plus the formats table's float32 counterparts (benchmarks.compare.float_counterpart).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from benchmarks.compare import float_counterpart
 
 # Multiply-accumulates (millions) per width and input side: the "MACs (M)" column of the table of the paper's 22
 # checkpoints (MobileNetV2, Sandler et al., CVPR 2018, https://arxiv.org/abs/1801.04381) as reproduced in the Keras
@@ -177,8 +179,6 @@ def add_device_latency(rows: list[dict], target: str, measured: list[dict] = (),
         measured: benchmark rows (benchmarks.device.latency / results.json) from any device.
         measured_name: the device name of the rows that count as the target's.
     """
-    from benchmarks.compare import float_counterpart  # stdlib + contracts.formats only
-
     name = measured_name or target
     figure = None if target == "this" else device_figure(target)
     here = {(r["point"], r["format"], r["runtime"], r["threads"]): r for r in rows if r.get("latency_ms_here")}

@@ -1,5 +1,6 @@
-"""python -m sweep.run: the Pareto front and the budget pick on hand-made tables, the Pi latency prediction,
-and a 2-point sweep at tiny sizes (one point reused from conftest's `exported_run`, one trained for real).
+"""python -m sweep: the Pareto front and the budget pick on hand-made tables, the report files they make, the Pi
+latency prediction, and a 2-point sweep at tiny sizes (one point reused from a copy of conftest's `exported_run`,
+one trained for real).
 
 Timings are measured, never asserted: the checks are on rows, labels, files and what was (not) redone.
 """
@@ -9,13 +10,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_settings
+from conftest import REPO, tiny_settings
 
 from sweep import devices, pareto
-from sweep.run import SweepSettings, estimate_seconds, main, resolve, run_sweep
+from sweep.cli import main
+from sweep.report import write_report
+from sweep.run import estimate_seconds, run_sweep
+from sweep.settings import SweepSettings, resolve
 
 
 def row(point: str, fmt: str, top1: float | None, ms: float | None, size_mb: float = 1.0, error: str = "") -> dict:
@@ -43,36 +49,63 @@ TABLE = [
 
 
 def test_pareto_front_on_a_hand_made_table():
-    front = pareto.pareto_front(TABLE)
+    front = pareto.front_rows(TABLE)
     assert names(front) == ["a0.35-s96 tflite_int8", "a0.5-s96 tflite_int8", "a0.5-s128 tflite_int8",
                             "a0.5-s128 tflite_int8_qat", "a1.0-s160 tflite_int8", "a1.0-s160 tflite_int8"]  # fmt: skip
+    assert TABLE[3] in front and TABLE[4] in front and TABLE[6] in front and TABLE[7] in front  # ties: all on it
+    assert TABLE[1] not in front and TABLE[5] not in front  # dominated
     assert all(not r["error"] and r["top1"] is not None and r["latency_ms_device"] is not None for r in front)
-    assert pareto.dominates(TABLE[2], TABLE[1]) and not pareto.dominates(TABLE[3], TABLE[4])
-    assert pareto.pareto_front([]) == [] and pareto.pareto_front(TABLE[8:]) == []
+    assert pareto.front_rows([]) == [] and pareto.front_rows(TABLE[8:]) == []
 
 
 def test_pick_within_budget_ties_and_runner_up():
-    best = pareto.pick(TABLE, budget_ms=30)
-    assert best is TABLE[4]  # 0.95 at 12 ms twice: the smaller file wins the tie
-    other = pareto.runner_up(TABLE, best, 30)
-    assert other is TABLE[6]  # the next step up the front: more accurate, over budget
     best, other, text = pareto.verdict(TABLE, 30, "pi4")
-    assert "a0.5-s128 tflite_int8_qat: top-1 95.0%, 12 ms predicted on pi4 (budget 30 ms)" in text
-    assert "the runner-up a1.0-s160 tflite_int8 is 2.0 points more accurate but 40 ms" in text
+    assert best is TABLE[4]  # 0.95 at 12 ms twice: the smaller file wins the tie
+    assert (best["top1"], best["latency_ms_device"], best["size_mb"]) == (0.95, 12.0, 0.8)
+    assert other is TABLE[6]  # the next step up the front: more accurate, over budget
+    assert (other["top1"], other["latency_ms_device"]) == (0.97, 40.0)
+    assert pareto.name(best) in text
     assert pareto.pick(TABLE, 12.0) is TABLE[4]  # the budget is inclusive
     assert pareto.pick(TABLE, 11.9) is TABLE[2]
     top = pareto.pick(TABLE, 100)  # the most accurate overall: the runner-up is the next best that fits
-    assert top["top1"] == 0.97 and pareto.runner_up(TABLE, top, 100)["top1"] == 0.97
-    assert pareto.trade(top, TABLE[3]) == "the runner-up a0.5-s128 tflite_int8 is 2.0 points less accurate but 12 ms"
+    assert top is TABLE[6] and pareto.runner_up(TABLE, top, 100) is TABLE[7]
+    assert pareto.runner_up(TABLE, None, 30) is None
+    assert pareto.verdict(TABLE[:1], 30, "pi4")[:2] == (TABLE[0], None)  # one usable row: no runner-up
 
 
 def test_nothing_fits_names_the_fastest_option():
-    best, other, text = pareto.verdict(TABLE, 4.0, "pi4")
+    best, other, _ = pareto.verdict(TABLE, 4.0, "pi4")
     assert best is None and other is None
-    assert text.startswith("Nothing fits within 4 ms on pi4: the fastest option is a0.35-s96 tflite_int8")
-    assert "5.0 ms predicted" in text and "--budget-ms to at least 5" in text
-    _, _, text = pareto.verdict(TABLE[8:], 100.0, "pi4")
-    assert text.startswith("Nothing fits: no grid point produced a usable artifact")
+    quick = pareto.fastest(TABLE)
+    assert quick is TABLE[0] and quick["latency_ms_device"] == 5.0
+    assert pareto.budget_to_fit(quick) == 5.0 and pareto.pick(TABLE, pareto.budget_to_fit(quick)) is quick
+    # The budget advised is rounded up, so the fastest option fits it (rounded to nearest, 5.0004 would not).
+    odd = row("a0.35-s96", "tflite_int8", 0.9, 5.0004)
+    assert pareto.budget_to_fit(odd) == 5.001 and pareto.pick([odd], pareto.budget_to_fit(odd)) is odd
+    assert pareto.verdict(TABLE[8:], 100.0, "pi4")[:2] == (None, None) and pareto.fastest(TABLE[8:]) is None
+
+
+def test_report_files_carry_the_pick_and_the_rows(tmp_path):
+    rows = [{**r, "alpha": 0.5, "size": 96, "run": f"runs/s/{r['point']}"} for r in TABLE]
+    best, other, message = pareto.verdict(rows, 30, "pi4")
+    result = {"rows": rows, "pick": best, "runner_up": other, "message": message, "not_run": [], "host": "host-x"}
+    settings = {"device": "pi4", "threads": 4, "budget_ms": 30.0, "measured_device": "pi4"}
+    write_report(tmp_path, result, settings, plots=False)
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert (doc["pick"], doc["runner_up"]) == ("a0.5-s128 tflite_int8_qat", "a1.0-s160 tflite_int8")
+    assert doc["rows"] == rows and doc["settings"] == settings
+    got = read_csv(tmp_path / "sweep.csv")
+    assert [(r["point"], r["format"], r["latency_ms_device"], r["top1"]) for r in got] == [
+        (r["point"], r["format"], r["latency_ms_device"], r["top1"]) for r in rows
+    ]
+    assert "make bundle RUN=runs/s/a0.5-s128 FORMAT=tflite_int8_qat" in (tmp_path / "sweep.md").read_text()
+    assert not (tmp_path / "pareto.png").exists()
+
+
+def test_python_m_sweep_help():
+    done = subprocess.run([sys.executable, "-m", "sweep", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m sweep") and "--budget-ms" in done.stdout
 
 
 def sweep_row(point: str, fmt: str, runtime: str, macs: float, here: float, sha: str = "", how: str = "table"):
@@ -151,7 +184,9 @@ def stamps(run) -> dict:
 @pytest.mark.slow
 def test_two_point_sweep_reuses_a_done_point_and_trains_a_new_one(exported_run, color_folder, tmp_path):
     out = tmp_path / "sweep-colors"
-    shutil.copytree(exported_run, out / "a0.35-s32", symlinks=True)  # copy2: the mtimes travel with the files
+    # A copy, never the shared folder itself; copy2 keeps the mtimes. What other tests may have added to the
+    # shared run (a benchmark) stays behind: this sweep measures for itself.
+    shutil.copytree(exported_run, out / "a0.35-s32", symlinks=True, ignore=shutil.ignore_patterns("bench"))
     model_mtime = (out / "a0.35-s32" / "model_float.keras").stat().st_mtime_ns
     base = tiny_settings(color_folder, "")  # exported_run's own training choices, so its settings hash matches
     s = SweepSettings(data=str(color_folder), out=str(out), alphas=(0.35,), sizes=(32, 48), device="pi4",
@@ -171,10 +206,10 @@ def test_two_point_sweep_reuses_a_done_point_and_trains_a_new_one(exported_run, 
     assert fp32["a0.35-s48"]["latency_ms_device"] / fp32["a0.35-s32"]["latency_ms_device"] == pytest.approx(2.25, 1e-3)
     best = pareto.pick(rows, 1.0)
     assert best is not None and result["exit_code"] == 0 and pareto.name(result["pick"]) == pareto.name(best)
-    md = (out / "sweep.md").read_text()
-    assert f"{best['point']} {best['format']}: top-1" in md
-    assert f"make bundle RUN={out / best['point']} FORMAT={best['format']}" in md
-    assert "XNNPACK" in md and "Pareto front" in md
+    assert result["pick"]["latency_ms_device"] <= 1.0 and result["pick"]["within_budget"] is True
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["pick"] == pareto.name(best) and doc["runner_up"] == pareto.name(result["runner_up"])
+    assert f"make bundle RUN={out / best['point']} FORMAT={best['format']}" in (out / "sweep.md").read_text()
     import matplotlib.image
 
     img = matplotlib.image.imread(out / "pareto.png")
@@ -182,16 +217,17 @@ def test_two_point_sweep_reuses_a_done_point_and_trains_a_new_one(exported_run, 
     assert json.loads((out / "sweep_settings.json").read_text())["train_base"]["learning_rate"] == 3e-3
 
     # Again, with a point added and a time budget already spent: nothing is retrained, re-exported or re-measured;
-    # the new point is listed as not run; a budget below every option exits 3 naming the fastest.
+    # the new point is listed as not run; a budget below every option exits 3 with no pick.
     before = {p: stamps(out / p) for p in ("a0.35-s32", "a0.35-s48")}
     again = run_sweep(SweepSettings(**{**s.to_dict(), "sizes": (32, 40, 48), "budget_ms": 0.001,
                                        "max_minutes": 1e-6}), train_base=base)  # fmt: skip
     assert {p: stamps(out / p) for p in before} == before
     assert not (out / "a0.35-s40").exists() and [n["point"] for n in again["not_run"]] == ["a0.35-s40"]
-    assert again["exit_code"] == 3 and again["message"].startswith("Nothing fits within 0.001 ms on pi4")
-    assert pareto.name(pareto.fastest(again["rows"])) in again["message"]
-    md = (out / "sweep.md").read_text()
-    assert "## Not run" in md and "a0.35-s40" in md and "make bundle" not in md
+    assert again["exit_code"] == 3 and again["pick"] is None and again["runner_up"] is None
+    assert pareto.fastest(again["rows"])["latency_ms_device"] > 0.001
+    assert {r["error"].split(":")[0] for r in again["rows"] if r["point"] == "a0.35-s40"} == {"not run"}
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["pick"] is None and [n["point"] for n in doc["not_run"]] == ["a0.35-s40"]
 
     # A row measured on the Pi replaces the prediction, labelled measured, and can make the pick.
     int8 = next(r for r in rows if r["point"] == "a0.35-s48" and r["format"] == "tflite_int8")
@@ -201,4 +237,6 @@ def test_two_point_sweep_reuses_a_done_point_and_trains_a_new_one(exported_run, 
     third = run_sweep(SweepSettings(**{**s.to_dict(), "budget_ms": 0.001, "merge": (str(merge),)}), train_base=base)
     assert {p: stamps(out / p) for p in before} == before
     assert pareto.name(third["pick"]) == "a0.35-s48 tflite_int8" and third["pick"]["latency_source"] == "measured: pi4"
-    assert "0.0005 ms measured on pi4" in (out / "sweep.md").read_text()
+    assert third["pick"]["latency_ms_device"] == 0.0005
+    merged = {(r["point"], r["format"]): r for r in read_csv(out / "sweep.csv")}[("a0.35-s48", "tflite_int8")]
+    assert merged["latency_ms_device"] == 0.0005 and merged["latency_source"] == "measured: pi4"
