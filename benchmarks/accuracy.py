@@ -1,7 +1,7 @@
 """Test-set accuracy of an artifact as the device computes it, and its agreement with the float model.
 
     probs = predict_images(classifier, test_rgb)           # edge's own preprocessing and (de)quantization
-    ref, name = keras_reference(run_dir, test_rgb)          # the float Keras model, if TensorFlow imports
+    ref = keras_reference(run_dir, test_rgb)                # the float Keras model's, if TensorFlow imports
     row.update(accuracy_columns(probs, test_y, labels, ref))
 
 Every image goes through contracts.runners.classifier.Classifier.predict, one at a time, as a camera frame would.

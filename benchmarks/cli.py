@@ -14,6 +14,7 @@ import dataclasses
 import sys
 
 from benchmarks.settings import REFERENCES, BenchError, BenchSettings, parse_threads
+from contracts.console import one_line
 from contracts.formats import FORMATS
 
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         s = BenchSettings(**{f.name: args[f.name] for f in dataclasses.fields(BenchSettings) if f.name in args})
         rows = run_benchmarks(s)
     except (BenchError, SettingsError, DataError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     if s.min_accuracy is not None:
         host = rows[0]["device"] if rows else ""

@@ -1,6 +1,10 @@
-"""The benchmark's four plots (PNG, matplotlib Agg), each written atomically into the bench folder.
+"""The benchmark's four plots and the soak's (PNG, matplotlib Agg), each written atomically.
 
-paths = save_plots(rows, out_dir, reference)   # {name: path}; matplotlib is imported here only
+paths = save_plots(rows, out_dir, reference, host)   # {name: path} in the bench folder
+plot_soak(report, "soak.png")                        # python -m benchmarks.device.soak --plot, on the host
+
+matplotlib is imported here only, on first use (pyplot()); the device package never imports this module unless
+a soak is asked for a --plot.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ _ORDER = {name: i for i, name in enumerate(FORMATS)}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per format, in table order
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (files only, no display), imported on first use.
+
+    Raises:
+        ImportError: matplotlib is not installed (a Pi bundle has neither it nor this module).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +48,7 @@ def _color(fmt: str):
 
 
 def _save(fig, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -53,7 +62,7 @@ def _label(r: dict) -> str:
 
 def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
     """One panel per device: each artifact/runtime at its best thread count; the Pareto front joined and named."""
-    plt = _plt()
+    plt = pyplot()
     best = [r for r in best_rows(rows) if r.get("top1") is not None]
     devs = [d for d in devices(rows) if any(r["device"] == d for r in best)]
     if not devs:
@@ -93,7 +102,7 @@ def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
 
 def plot_size(rows: list[dict], path: Path) -> Path | None:
     """Artifact size per format (bars), with MB and the ratio to the float32 artifact of the same runtime."""
-    plt = _plt()
+    plt = pyplot()
     sizes = {}
     for r in rows:
         if r.get("size_mb") and r["format"] not in sizes:
@@ -123,7 +132,7 @@ def plot_per_class(rows: list[dict], reference: dict, device: str, path: Path) -
     """Per-class test top-1: the float reference beside every int8 artifact, grouped by class."""
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     series = []
     if reference.get("per_class_top1"):
         series.append((f"float ({reference['name']})", reference["per_class_top1"], "lightgray"))
@@ -156,7 +165,7 @@ def plot_per_class(rows: list[dict], reference: dict, device: str, path: Path) -
 
 def plot_latency_vs_threads(rows: list[dict], path: Path) -> Path | None:
     """One panel per device: median latency against threads, a line per artifact/runtime, p90 as a whisker."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     timed = [r for r in rows if r.get("latency_ms_median")]
@@ -206,3 +215,42 @@ def save_plots(rows: list[dict], out_dir: str | Path, reference: dict, host: str
         "latency_vs_threads.png": plot_latency_vs_threads(rows, out / "latency_vs_threads.png"),
     }
     return {k: v for k, v in made.items() if v is not None}
+
+
+def plot_soak(report: dict, path: str | Path) -> Path:
+    """The soak's report (benchmarks.device.soak) as two panels against frames after warm-up: RSS (each interval's
+    median with min-max bars, the first interval's level and the flat limit above it) and FPS per interval with its
+    median. Written atomically."""
+    plt = pyplot()
+    rows, s, limit = report["rows"], report["summary"], report["settings"]["max_growth_pct"]
+    x = [r["frames"] for r in rows]
+    fig, (ax_rss, ax_fps) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    start, top = s["rss_start_mib"], s["rss_start_mib"] * (1 + limit / 100)
+    ax_rss.axhspan(start, top, color="tab:green", alpha=0.10, label=f"flat: under first interval +{limit:g}%")
+    ax_rss.axhline(start, color="tab:green", lw=1, ls="--", label=f"first interval {start:.1f} MiB")
+    med = [r["rss_mib"] for r in rows]
+    spread = [[m - r["rss_min_mib"] for m, r in zip(med, rows)], [r["rss_max_mib"] - m for m, r in zip(med, rows)]]
+    ax_rss.errorbar(x, med, yerr=spread, fmt="o-", color="tab:blue", ms=3, lw=1.5, elinewidth=1, capsize=3,
+                    label="RSS: median of the interval's readings, min-max bars")  # fmt: skip
+    values = [r["rss_min_mib"] for r in rows] + [r["rss_max_mib"] for r in rows] + [top]
+    pad = max(1.0, 0.2 * (max(values) - min(values)))
+    ax_rss.set_ylim(min(values) - pad, max(values) + pad)
+    ax_rss.set_ylabel("resident memory (MiB)")
+    ax_rss.set_title(f"RSS {start:.1f} → {s['rss_end_mib']:.1f} MiB ({s['rss_growth_pct']:+.2f}%): {s['verdict']}",
+                     fontsize=10, loc="left")  # fmt: skip
+    ax_rss.legend(loc="best", fontsize=8)
+    fps = [r["fps"] for r in rows]
+    ax_fps.plot(x, fps, "o-", color="tab:orange", ms=3, label="FPS over the interval")
+    ax_fps.axhline(s["fps_median"], color="gray", lw=1, ls="--", label=f"median {s['fps_median']:.1f} FPS")
+    ax_fps.set_ylim(0, max(fps) * 1.15)
+    ax_fps.set_ylabel("camera-loop FPS")
+    ax_fps.set_xlabel(f"frames after {report['settings']['warmup']} warm-up frames")
+    ax_fps.set_title(f"FPS first {s['fps_first']:.1f}, last {s['fps_last']:.1f}, min {s['fps_min']:.1f}",
+                     fontsize=10, loc="left")  # fmt: skip
+    ax_fps.legend(loc="lower right", fontsize=8)
+    for ax in (ax_rss, ax_fps):
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0, max(x) * 1.02)
+    fig.suptitle(f"Soak: {Path(s['model']).name} ({s['format']}), {s['threads']} threads, {s['device']}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, Path(path))

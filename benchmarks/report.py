@@ -112,21 +112,68 @@ def threads_section(rows: list[dict], meta: dict, noise: float) -> list[str]:
     return lines
 
 
-def _bottleneck(r: dict) -> str:
-    """Why a loop row is not below capture + inference: its slowest stage, with the figures."""
+LOOP_KEYS = ("loop_ms", "loop_inference_ms", "loop_overhead_ms", "loop_wait_ms", "loop_capture_ms",
+             "loop_preprocess_ms", "capture_ms", "draw_ms", "preprocess_ms", "loop_fps")  # fmt: skip
+
+
+def slowest_stage(r: dict) -> tuple[str, float]:
+    """A loop row's slowest stage and its ms per frame: the loop runs at that stage's pace."""
     stages = {
         "decoding (reader thread)": r["loop_capture_ms"],
         "preprocessing (preparer thread)": r["loop_preprocess_ms"],
         "inference and drawing (loop thread)": r["loop_ms"] - r["loop_wait_ms"],
     }
     slowest = max(stages, key=stages.get)
-    return (f"{r['format']} on {threads_label(r['threads'])}: {slowest} takes {ms(stages[slowest])} ms per frame "
+    return slowest, stages[slowest]
+
+
+def loop_figures(rows: list[dict], target_ms: float = 2.0) -> dict[str, dict]:
+    """What the camera-loop rows show, per device (only devices with rows that have every loop figure).
+
+    Returns:
+        {device: figures}: best (each artifact's row at its best loop thread count), capture_ms and wait_ms
+        (medians over best), faster (how many of best beat a one-thread loop: decoding + preprocessing + inference
+        + drawing), below (the rows of best whose loop ms < capture ms + inference ms), bottlenecks ({(format,
+        threads): slowest_stage()} for the other rows of best), overhead_ms ((min, max) over best), target_met (max
+        overhead <= target_ms), worst (the row of any thread count with the most overhead) and slowdown (median of
+        inference in the loop / inference alone, None without latency figures).
+    """
+    out = {}
+    for dev in devices(rows):
+        complete = [r for r in rows if r["device"] == dev and all(r.get(k) is not None for k in LOOP_KEYS)]
+        best = best_rows(complete, "loop_ms")
+        if not best:
+            continue
+        below = [r for r in best if r["loop_ms"] < r["capture_ms"] + r["loop_inference_ms"]]
+        sequential = [r["capture_ms"] + r["preprocess_ms"] + r["loop_inference_ms"] + r["draw_ms"] for r in best]
+        over = [r["loop_overhead_ms"] for r in best]
+        timed = [r for r in best if r.get("latency_ms_median")]
+        out[dev] = {
+            "best": best,
+            "capture_ms": statistics.median(r["capture_ms"] for r in best),
+            "wait_ms": statistics.median(r["loop_wait_ms"] for r in best),
+            "faster": sum(r["loop_ms"] < seq for r, seq in zip(best, sequential)),
+            "below": below,
+            "bottlenecks": {(r["format"], r["threads"]): slowest_stage(r) for r in best if r not in below},
+            "overhead_ms": (min(over), max(over)),
+            "target_met": max(over) <= target_ms,
+            "worst": max(complete, key=lambda r: r["loop_overhead_ms"]),
+            "slowdown": statistics.median(r["loop_inference_ms"] / r["latency_ms_median"] for r in timed)
+            if timed else None,
+        }  # fmt: skip
+    return out
+
+
+def _bottleneck(r: dict) -> str:
+    """Why a loop row is not below capture + inference: its slowest stage, with the figures."""
+    stage, stage_ms = slowest_stage(r)
+    return (f"{r['format']} on {threads_label(r['threads'])}: {stage} takes {ms(stage_ms)} ms per frame "
             f"in the loop (decoding alone {ms(r['capture_ms'])} ms, inference {ms(r['loop_inference_ms'])} "
             "ms)")  # fmt: skip
 
 
 def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = None) -> list[str]:
-    """The camera-loop table and what it shows, per device.
+    """The camera-loop table and what it shows (loop_figures()), per device.
 
     Args:
         rows: benchmark rows; those with every loop figure are used.
@@ -134,13 +181,8 @@ def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = 
         cores: {device: CPU cores}, to say when the loop's threads outnumber the cores.
     """
     lines = []
-    for dev in devices(rows):
-        keys = ("loop_ms", "loop_inference_ms", "loop_overhead_ms", "loop_wait_ms", "loop_capture_ms",
-                "loop_preprocess_ms", "capture_ms", "draw_ms", "preprocess_ms", "loop_fps")  # fmt: skip
-        complete = [r for r in rows if r["device"] == dev and all(r.get(k) is not None for k in keys)]
-        best = best_rows(complete, "loop_ms")
-        if not best:
-            continue
+    for dev, f in loop_figures(rows, target_ms).items():
+        best, below, (low, high), worst = f["best"], f["below"], f["overhead_ms"], f["worst"]
         lines += [f"\n**{dev}**, each artifact at its best loop thread count (ms per frame; decoding and "
                   "preprocessing run on their own threads, beside the loop's):\n",
                   "| Format | Threads | loop FPS | loop ms | inference ms | overhead ms | = wait | + drawing etc. "
@@ -152,35 +194,26 @@ def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = 
                          f"{ms(r['loop_inference_ms'])} | {ms(r['loop_overhead_ms'])} | {ms(r['loop_wait_ms'])} | "
                          f"{ms(rest)} | {ms(r['loop_capture_ms'])} | {ms(r['loop_preprocess_ms'])} | "
                          f"{ms(r['capture_ms'])} | {ms(r['preprocess_ms'])} |")  # fmt: skip
-        capture = statistics.median(r["capture_ms"] for r in best)
-        wait = statistics.median(r["loop_wait_ms"] for r in best)
-        below = [r for r in best if r["loop_ms"] < r["capture_ms"] + r["loop_inference_ms"]]
-        sequential = [r["capture_ms"] + r["preprocess_ms"] + r["loop_inference_ms"] + r["draw_ms"] for r in best]
-        faster = sum(r["loop_ms"] < seq for r, seq in zip(best, sequential))
-        over = [r["loop_overhead_ms"] for r in best]
-        worst = max(complete, key=lambda r: r["loop_overhead_ms"])
-        timed = [r for r in best if r.get("latency_ms_median")]
-        slowdown = statistics.median(r["loop_inference_ms"] / r["latency_ms_median"] for r in timed) if timed else None
         lines += [
             "",
-            f"- Decoding, preprocessing and inference overlap: decoding a frame alone takes {ms(capture)} ms, and "
-            f"the loop waited {ms(wait)} ms per frame for the next prepared one (median over artifacts). loop "
-            f"ms/frame is below decoding + preprocessing + inference + drawing (what a one-thread loop would take) "
-            f"for {faster} of {len(best)} artifacts.",
+            f"- Decoding, preprocessing and inference overlap: decoding a frame alone takes {ms(f['capture_ms'])} ms, "
+            f"and the loop waited {ms(f['wait_ms'])} ms per frame for the next prepared one (median over artifacts). "
+            f"loop ms/frame is below decoding + preprocessing + inference + drawing (what a one-thread loop would "
+            f"take) for {f['faster']} of {len(best)} artifacts.",
             f"- loop ms/frame < capture ms + inference ms for {len(below)} of {len(best)} artifacts"
             + ("." if len(below) == len(best) else
                "; where not, one stage is slower than the model, so the loop runs at that stage's pace: "
                + "; ".join(_bottleneck(r) for r in best if r not in below) + "."),
-            f"- Loop overhead beyond inference: {ms(min(over))} to {ms(max(over))} ms per 640x480 frame (target at "
-            f"most {target_ms:g} ms: {'met' if max(over) <= target_ms else 'NOT met'} at each artifact's best thread "
-            f"count; every row: up to {ms(worst['loop_overhead_ms'])} ms, {worst['format']} on "
+            f"- Loop overhead beyond inference: {ms(low)} to {ms(high)} ms per 640x480 frame (target at most "
+            f"{target_ms:g} ms: {'met' if f['target_met'] else 'NOT met'} at each artifact's best thread count; "
+            f"every row: up to {ms(worst['loop_overhead_ms'])} ms, {worst['format']} on "
             f"{threads_label(worst['threads'])}): waiting for the next prepared frame, then drawing and top-k.",
         ]  # fmt: skip
         n_cores = (cores or {}).get(dev)
-        if slowdown is not None and slowdown > 1.1:
+        if f["slowdown"] is not None and f["slowdown"] > 1.1:
             share = f" ({n_cores} cores for the interpreter's threads, the reader and the preparer)" if n_cores else ""
-            lines.append(f"- Inference inside the loop is {slowdown:.2f}x its time alone (median): the stages share "
-                         f"the cores{share}. The loop's frame rate already pays for that.")  # fmt: skip
+            lines.append(f"- Inference inside the loop is {f['slowdown']:.2f}x its time alone (median): the stages "
+                         f"share the cores{share}. The loop's frame rate already pays for that.")  # fmt: skip
     return lines
 
 
@@ -212,9 +245,9 @@ def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, nois
     out += ["## Threads", ""] + (threads_section(rows, meta, noise) or ["Only one thread count was measured."])
     loop = loop_section(rows, cores={d: m.get("cpu_count") for d, m in meta.get("devices", {}).items()})
     if loop:
-        out += ["", "## Camera loop", "", "edge's own loop (edge.app) classifying every frame of a generated 640x480 "
-                "video: test images on this machine, synthetic frames on other devices (benchmarks.device.latency).",
-                *loop]  # fmt: skip
+        out += ["", "## Camera loop", "", "edge's own loop (edge.app.run_loop) classifying every frame of a generated "
+                "640x480 video: test images on this machine, synthetic frames on other devices "
+                "(benchmarks.device.latency).", *loop]  # fmt: skip
     if plots:
         out += ["", "## Plots", ""]
         for name in plots:

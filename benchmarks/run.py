@@ -21,14 +21,11 @@ from benchmarks.device.latency import default_device_name, device_meta, time_row
 from benchmarks.device.rows import add_error, format_table, load_rows, new_row, row_key, save_results
 from benchmarks.settings import BenchError, BenchSettings, check_settings
 from contracts.atomic import write_json, write_text
+from contracts.console import first_line, log
 from contracts.formats import FORMATS, FormatError, resolve_formats
 from contracts.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest
 
 _ORDER = {name: i for i, name in enumerate(FORMATS)}
-
-
-def _log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def _artifacts(s: BenchSettings, manifest: Manifest) -> tuple[list[ArtifactEntry], list[str]]:
@@ -62,10 +59,10 @@ def _reference(s: BenchSettings, run: Path, x: np.ndarray, probs: dict) -> tuple
         except (ImportError, FileNotFoundError, OSError, ValueError) as e:
             if s.reference == "keras":
                 raise BenchError(f"--reference keras: {e}; pass --reference tflite_fp32 to compare with that") from None
-            _log(f"reference: the float Keras model is unavailable ({str(e).splitlines()[0]}); using tflite_fp32")
+            log(f"reference: the float Keras model is unavailable ({first_line(e)}); using tflite_fp32")
     if accuracy.TFLITE_REFERENCE in probs:
         return accuracy.TFLITE_REFERENCE, probs[accuracy.TFLITE_REFERENCE]
-    _log("reference: no tflite_fp32 artifact was measured either, so agreement is left empty")
+    log("reference: no tflite_fp32 artifact was measured either, so agreement is left empty")
     return None, None
 
 
@@ -87,7 +84,7 @@ def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[Ar
                 video, video_error = None, e
             frame_labels = [int(y[i % len(y)]) for i in range(s.loop_frames)]
             if video is not None:
-                _log(f"camera loop: {s.loop_frames} frames {size[0]}x{size[1]} ({s.video_codec}), capture alone "
+                log(f"camera loop: {s.loop_frames} frames {size[0]}x{size[1]} ({s.video_codec}), capture alone "
                      f"{capture_ms:.3f} ms/frame")  # fmt: skip
         for t in s.threads:
             opened = []
@@ -121,7 +118,7 @@ def _measure_host(s: BenchSettings, run: Path, manifest: Manifest, arts: list[Ar
                     except Exception as e:  # the latency figures stand without the loop's
                         add_error(row, "camera loop", e)
                 clf.backend.close()
-                _log(_progress(row))
+                log(_progress(row))
     return rows, probs
 
 
@@ -154,7 +151,7 @@ def _merge(files: list[tuple[str, list[dict], dict]], rows: list[dict], meta: di
         meta.setdefault("merged", []).append(str(path))
         mine = [r for r in extra if r["device"] == meta["host"]]
         if mine:
-            _log(f"--merge {path}: {len(mine)} rows carry this machine's name ({meta['host']}) and are left out; name "
+            log(f"--merge {path}: {len(mine)} rows carry this machine's name ({meta['host']}) and are left out; name "
                  "the other device with --device-name when measuring there")  # fmt: skip
         for r in extra:
             if r["device"] == meta["host"]:
@@ -165,7 +162,7 @@ def _merge(files: list[tuple[str, list[dict], dict]], rows: list[dict], meta: di
                     r[k] = acc[k]
                 r["accuracy_from"] = acc["accuracy_from"]
             elif acc is None:
-                _log(f"--merge {path}: {r['format']} on {r['device']} is not this run's file (sha256 "
+                log(f"--merge {path}: {r['format']} on {r['device']} is not this run's file (sha256 "
                      f"{r.get('sha256')}): no accuracy figures for it")  # fmt: skip
             if row_key(r) in seen:  # the same device measured twice: the later file wins
                 merged[seen[row_key(r)]] = r
@@ -203,7 +200,7 @@ def run_benchmarks(s: BenchSettings) -> list[dict]:
     meta = {"run": manifest.run, "host": device, "devices": {device: device_meta(device)}, "n_test": int(len(y)),
             "manifest_created": manifest.created, "export_tool_versions": manifest.tool_versions,
             "not_published": unpublished, "loop_video": video}  # fmt: skip
-    _log(f"{manifest.run}: {len(arts)} artifacts x threads {','.join(map(str, s.threads))} on {device}, "
+    log(f"{manifest.run}: {len(arts)} artifacts x threads {','.join(map(str, s.threads))} on {device}, "
          f"{len(y)} test images" + (f"; not published: {', '.join(unpublished)}" if unpublished else ""))  # fmt: skip
 
     rows, probs = _measure_host(s, run, manifest, arts, x, y, device)
@@ -236,7 +233,7 @@ def write_outputs(s: BenchSettings, out: Path, run_name: str, rows: list[dict], 
 
         plots = save_plots(rows, out, meta.get("reference") or {}, meta["host"])
     write_text(out / "report.md", render_report(run_name, rows, meta, plots, s.noise))
-    _log(f"wrote {out}/: results.csv, results.json, results.md, report.md" + (f", {', '.join(plots)}" if plots else ""))
+    log(f"wrote {out}/: results.csv, results.json, results.md, report.md" + (f", {', '.join(plots)}" if plots else ""))
 
 
 def below_floor(rows: list[dict], floor: float, host: str) -> list[str]:

@@ -2,10 +2,12 @@
 
     python -m deploy.bundle --run runs/NAME [--format tflite_int8] [--out dist]    # -> dist/NAME-edge.tar.gz
 
-The default model is the best int8 one that passed export's parity gate (only those are in a manifest):
-tflite_int8_qat, else tflite_int8, else tflite_fp32. The tarball holds one folder, NAME-edge/, with edge/
-(package source only), model/ (the artifact and a manifest listing only it), requirements-edge.txt,
-requirements-edge-armv7.txt, install.sh, edge-classifier.service and README.md (templates in edge/deploy/).
+The default model is the first of contracts.formats.BUNDLE_PREFERENCE the manifest lists (only artifacts that
+passed export's parity gate are in it): tflite_int8_qat, else tflite_int8, else tflite_fp32. The tarball holds
+one folder, NAME-edge/, with the Python source of what the Pi runs (_shipped_files(): contracts/, edge/,
+benchmarks/device/ and benchmarks/__init__.py, whole packages), model/ (the artifact and a manifest listing only
+it), requirements-edge.txt, requirements-edge-armv7.txt, and install.sh, edge-classifier.service and README.md
+filled in from deploy/templates/.
 """
 
 from __future__ import annotations
@@ -21,21 +23,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from contracts.atomic import atomic_path
+from contracts.atomic import atomic_path, why_unwritable
+from contracts.console import one_line
 from contracts.errors import EdgeError
 from contracts.formats import BUNDLE_PREFERENCE
 from contracts.manifest import MANIFEST_NAME, ManifestError, choose_artifact, load_manifest, verify_checksum
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATES = (("install.sh", 0o755), ("edge-classifier.service", 0o644), ("README.md", 0o644))  # file, mode
 # What the Pi runs, shipped as whole packages: the shared contracts, the runtime and the device-side benchmark.
 # benchmarks/__init__.py comes along so that `python -m benchmarks.device.latency` imports on the device.
 SHIPPED_PACKAGES = ("contracts", "edge", "benchmarks/device")
 SHIPPED_FILES = ("benchmarks/__init__.py",)
-REQUIREMENTS = {  # name in the bundle: where it is in a checkout, where it is inside a bundle
-    "requirements-edge.txt": ("requirements/edge.txt", "requirements-edge.txt"),
-    "requirements-edge-armv7.txt": ("requirements/edge-armv7.txt", "requirements-edge-armv7.txt"),
-}
+REQUIREMENTS = {"requirements-edge.txt": "requirements/edge.txt",  # name in the bundle: file in the checkout
+                "requirements-edge-armv7.txt": "requirements/edge-armv7.txt"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,6 @@ class BundleOptions:
     run: str  # run folder with export/manifest.json (runs/NAME)
     format: str | None = None  # artifact to ship; None: BUNDLE_PREFERENCE order among what the manifest lists
     out: str = "dist"  # folder the tarball is written to
-
-
-TEMPLATES = (("install.sh", 0o755), ("edge-classifier.service", 0o644), ("README.md", 0o644))  # in deploy/templates/
-
-
-def _repo_file(candidates: tuple[str, ...]) -> Path:
-    for rel in candidates:
-        p = REPO / rel
-        if p.is_file():
-            return p
-    raise EdgeError(f"{REPO / candidates[0]} not found: build bundles from a checkout of the project")
 
 
 def _render(template: str, values: dict[str, str]) -> str:
@@ -91,17 +82,16 @@ def build_bundle(options: BundleOptions) -> Path:
         EdgeError: no run folder, or an unusable --format.
         ManifestError: a missing or bad manifest, or an artifact whose sha256 does not match it.
     """
-    missing = [t for t, _ in TEMPLATES if not (TEMPLATES_DIR / t).is_file()]
+    needed = [TEMPLATES_DIR / t for t, _ in TEMPLATES] + [REPO / f for f in REQUIREMENTS.values()]
+    missing = [str(p) for p in needed if not p.is_file()]
     if missing:
-        raise EdgeError(f"{TEMPLATES_DIR} lacks {', '.join(missing)}: build bundles from a checkout of the project")
+        raise EdgeError(f"{', '.join(missing)} not found: build bundles from a checkout of the project")
     run = Path(options.run)
     if not run.is_dir():
         raise EdgeError(f"{run} not found: pass --run runs/NAME (a run folder with export/{MANIFEST_NAME})")
-    out_dir = Path(options.out)
-    nearest = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())  # atomic_path makes the rest
-    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
-        what = "a file" if not nearest.is_dir() else "not writable"
-        raise EdgeError(f"--out {out_dir} cannot be written ({nearest} is {what}): pass --out a folder you can write")
+    why = why_unwritable(options.out, "folder")  # atomic_path makes the folders that are missing
+    if why:
+        raise EdgeError(f"--out {options.out} {why}: pass --out a folder you can write")
     name = run.resolve().name  # runs/latest is a link: name the bundle after the real run
     manifest_path = run / "export" / MANIFEST_NAME
     manifest = load_manifest(manifest_path)
@@ -127,8 +117,8 @@ def build_bundle(options: BundleOptions) -> Path:
             _add(tar, f"{top}/{p.relative_to(REPO).as_posix()}", p.read_bytes(), now)
         _add(tar, f"{top}/{model}", artifact.read_bytes(), now)
         _add(tar, f"{top}/model/{MANIFEST_NAME}", bundled_manifest.encode(), now)
-        for bundled, candidates in REQUIREMENTS.items():
-            _add(tar, f"{top}/{bundled}", _repo_file(candidates).read_bytes(), now)
+        for bundled, checkout in REQUIREMENTS.items():
+            _add(tar, f"{top}/{bundled}", (REPO / checkout).read_bytes(), now)
         for template, mode in TEMPLATES:
             text = _render((TEMPLATES_DIR / template).read_text(encoding="utf-8"), values)
             _add(tar, f"{top}/{template}", text.encode("utf-8"), now, mode)
@@ -149,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = build_bundle(BundleOptions(run=a.run, format=a.format, out=a.out))
     except (EdgeError, ManifestError) as e:
-        print(f"deploy.bundle: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"deploy.bundle: error: {one_line(e)}", file=sys.stderr)
         return 2
     size = out.stat().st_size
     print(f"{out} ({size / 1e6:.1f} MB)" if size >= 1e5 else f"{out} ({size / 1e3:.0f} kB)")

@@ -4,9 +4,10 @@
     python -m edge --model MODEL --source video.mp4 --headless > predictions.jsonl
 
 run() checks the model (manifest, sha256, tensors) and the source before it opens any camera, then reads and
-preprocesses frames on threads of their own (edge.reader), and classifies them here until the source ends,
+preprocesses frames on threads of their own (edge.reader), and classifies them in run_loop() until the source ends,
 --max-frames, q/Esc or Ctrl-C. With --headless, a live source's outage adds a line when it begins and one when it
-ends (event_record), in order between the frame lines.
+ends (event_record), in order between the frame lines. The device-side benchmarks (benchmarks.device.loop and
+.soak) time run_loop() itself, with a reader and a recorder of their own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from datetime import datetime, timezone
 
 from contracts.runners.classifier import Classifier, Result
 from edge.display import FpsMeter, Window, check_display, check_record_path, draw_overlay, recording
-from edge.reader import Frame, FrameReader, SourceEvent
+from edge.frames import Frame, SourceEvent
+from edge.reader import FrameReader
 from edge.sources import Capture, check_source, open_capture, parse_source, quiet_opencv, source_fps
 
 log = logging.getLogger("edge")
@@ -88,7 +90,8 @@ def event_record(event: SourceEvent) -> dict:
     return record
 
 
-def _threads(n: int | None) -> int:
+def resolve_threads(n: int | None) -> int:
+    """Interpreter threads for --threads n: n itself, or one per CPU core when n is None."""
     return n if n else (os.cpu_count() or 1)
 
 
@@ -115,12 +118,13 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         check_source(spec)
     if not o.headless:
         check_display()
-    classifier = Classifier.from_model(o.model, o.backend, _threads(o.threads), top_k=o.top_k, min_score=o.min_score)
+    threads = resolve_threads(o.threads)
+    classifier = Classifier.from_model(o.model, o.backend, threads, top_k=o.top_k, min_score=o.min_score)
     live = spec.live if spec is not None else source_live
     every_frame = (not live) if o.every_frame is None else o.every_frame
     window = None if o.headless else Window(o.window_title)
     name = str(spec) if spec is not None else "injected source"
-    log.info("model %s, %d threads", classifier.describe(), _threads(o.threads))
+    log.info("model %s, %d threads", classifier.describe(), threads)
     log.info("source %s (%s); settings %s", name, "every frame" if every_frame else "latest frame",
              json.dumps({k: v for k, v in asdict(o).items() if v is not None}))  # fmt: skip
     reader = FrameReader(
@@ -134,7 +138,7 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         # A recording plays at the video's own rate, pictures as a slideshow, live sources at the measured rate.
         fps = 1.0 if still else (None if live else source_fps(reader.capture))
         with recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
-            n = _loop(o, classifier, reader, window, rec, still)
+            n = run_loop(o, classifier, reader, window, rec, still)
     finally:
         reader.stop()
         if window is not None:
@@ -145,8 +149,23 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
     return 0
 
 
-def _loop(o: EdgeOptions, classifier: Classifier, reader: FrameReader, window, rec, still: bool) -> int:
-    """Classifies frames until done; returns how many. Ctrl-C ends it normally (the recording is kept)."""
+def run_loop(
+    o: EdgeOptions, classifier: Classifier, reader: FrameReader, window: Window | None = None, rec=None, still=False
+) -> int:
+    """The camera loop: takes frames from the reader, classifies each, prints, draws, records and shows it, until
+    the source is done, o.max_frames, q/Esc or Ctrl-C (which ends it normally: the recording is kept).
+
+    Args:
+        o: the settings; it reads max_frames, headless and print_every.
+        classifier: a Classifier, or anything with its classify(image, input) -> Result.
+        reader: a started FrameReader, or anything with its get(timeout), pop_events() and done.
+        window: shows each drawn frame (None: no window).
+        rec: anything with write(canvas), handed each drawn frame (a recording; None: none).
+        still: the frames are pictures: the window waits for a key on each.
+
+    Returns:
+        how many frames it classified.
+    """
     meter, n = FpsMeter(), 0
     if window is not None and still:
         log.info("press any key for the next picture, q or Esc to quit")

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 
+from contracts.console import one_line
 from contracts.errors import EdgeError
 from contracts.manifest import ManifestError
 from contracts.runners import BACKENDS
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(options_from_args(args))
     except (EdgeError, ManifestError) as e:
-        print(f"edge: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"edge: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C while loading: nothing is open yet
         return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from contracts.atomic import atomic_path
+from contracts.atomic import atomic_path, why_unwritable
 from contracts.errors import EdgeError
 from contracts.runners.classifier import Result
 
@@ -173,19 +173,13 @@ def check_record_path(
     _check_record_suffix(final)
     if source is not None and _same_file(final, Path(source).expanduser()):
         raise EdgeError(f"--record {path} is the --source: record to another name (--overwrite never replaces it)")
-    folder = Path(os.path.abspath(final)).parent  # named in full: "." says nothing in a one-line error
-    if not folder.exists():
-        raise EdgeError(
-            f"--record {path}: folder {folder} does not exist: create it (mkdir -p {folder}) or record elsewhere"
-        )
-    if not folder.is_dir():
-        raise EdgeError(f"--record {path}: {folder} is a file, not a folder: record to another folder")
-    if not os.access(folder, os.W_OK | os.X_OK):  # the recording is written beside it, then renamed onto it
-        raise EdgeError(
-            f"--record {path}: folder {folder} is not writable: record to another folder or make it writable"
-        )
-    if final.is_dir():
+    why = why_unwritable(final)  # the recording is written beside it, then renamed onto it
+    if why == "is a folder":
         raise EdgeError(f"--record {path} is a folder: name an .mp4 or .avi file")
+    if why:
+        folder = final.absolute().parent
+        fix = f"mkdir -p {folder}, or record elsewhere" if not folder.exists() else "record to a folder you can write"
+        raise EdgeError(f"--record {path} {why}: {fix}")
     if final.exists() and not overwrite:
         raise EdgeError(f"--record {path} exists: pass --overwrite to replace it, or another name")
 

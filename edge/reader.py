@@ -1,5 +1,5 @@
 """FrameReader: reads, and optionally preprocesses, a source on threads of its own, so capture, preprocessing
-and inference overlap.
+and inference overlap. What it hands on (Frame, SourceEvent) and how (Handoff) are in edge.frames.
 
     reader = FrameReader(lambda: open_capture(spec), name="camera 0", live=True, every_frame=False,
                          prepare=classifier.preprocess).start()
@@ -14,10 +14,8 @@ inferred, frame N+1 is being resized and frame N+2 decoded: the loop runs at the
 instead of the sum of all three. OpenCV releases the GIL while it decodes and resizes, and the interpreter while
 it runs, so the threads truly run at once.
 
-Two modes:
-- latest frame (live cameras and streams): each stage keeps only the newest frame, so a model slower than the
-  camera never builds up lag; frame indices then skip the frames that were dropped.
-- every frame (files, folders, test input): each frame is handed over, in order; the reader waits for the loop.
+Frames go from stage to stage in one of two modes (edge.frames): the latest frame only (live sources: no lag) or
+every frame in order (files).
 
 A live source that stops giving frames (read fails, camera unplugged, stream ends, or a stream stalls: the capture
 opened by edge.sources gives up on a read after the stall timeout) is reopened with capped exponential backoff; the
@@ -29,131 +27,17 @@ first one after it. A file source that ends, ends.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
+from edge.frames import Frame, Handoff, SourceEvent
 from edge.sources import Capture
 
 log = logging.getLogger("edge")
-_END = object()  # every-frame mode: the stage before has ended
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame as read."""
-
-    index: int  # position in the source from 0; gaps are frames the latest-frame mode dropped
-    image: np.ndarray  # BGR, as OpenCV gives it
-    name: str  # the image file's name when reading images, else the source's description
-    time: float  # time.time() when it was read
-    input: np.ndarray | None = None  # prepare(image), made on the preparing thread; None without prepare
-
-
-@dataclass(frozen=True)
-class SourceEvent:
-    """A live source's outage beginning ("outage") or ending ("recovered")."""
-
-    kind: str  # "outage": no frames, reconnecting; "recovered": a frame came again
-    source: str  # the source as messages name it
-    time: float  # time.time() when it was noticed: the outage detected, or the first frame after it read
-    since: float  # time.time() when the frames stopped: the last frame before the outage (or when reading began)
-    reason: str  # "stalled": no new frame within the stall timeout; "failed": a read failed, or the open did
-    last_frame: int | None  # index of the last frame before the outage; None if none was read yet
-    tries: int = 0  # "recovered": how many reopens it took
-
-    @property
-    def outage_s(self) -> float:
-        """Seconds without frames: from `since` to `time`."""
-        return max(0.0, self.time - self.since)
-
-
-class _Handoff:
-    """Frames from one thread to the next: every frame in order through a bounded queue, or only the newest.
-
-    The producer calls put() per frame (or SourceEvent) and close() when it has no more; the consumer calls get()
-    until ended. Events are never dropped and keep their place: in latest-frame mode a new frame replaces only a
-    frame that is still waiting after the last event, never one from before it.
-    """
-
-    def __init__(self, every_frame: bool, size: int, stop: threading.Event):
-        self.every_frame, self._stop = every_frame, stop
-        self._queue: queue.Queue = queue.Queue(maxsize=size)
-        self._cond = threading.Condition()
-        self._items: deque = deque()  # latest-frame mode: events, and at most one frame after the last of them
-        self._closed = False  # the producer has finished
-        self._ended = False  # every-frame mode: the end marker was taken
-        self.dropped = 0  # latest-frame mode: frames replaced before the consumer took them
-
-    @property
-    def ended(self) -> bool:
-        """True once the producer has finished and every frame it put was taken."""
-        if self.every_frame:
-            return self._ended
-        with self._cond:
-            return self._closed and not self._items
-
-    def put(self, item: Frame | SourceEvent) -> None:
-        """Hands a frame or an event over; every-frame mode waits for room (until stopped)."""
-        if self.every_frame:
-            self._put(item)
-            return
-        with self._cond:
-            if isinstance(item, Frame) and self._items and isinstance(self._items[-1], Frame):
-                self._items[-1] = item
-                self.dropped += 1
-            else:
-                self._items.append(item)
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self.every_frame:
-            self._put(_END, force=True)
-
-    def get(self, timeout: float | None) -> Frame | SourceEvent | None:
-        """The next frame or event, or None if none came within `timeout` seconds or the producer has ended."""
-        if self.every_frame:
-            if self._ended:
-                return None
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                return None
-            if item is _END:
-                self._ended = True
-                return None
-            return item
-        with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed, timeout=timeout)
-            return self._items.popleft() if self._items else None
-
-    def drain(self) -> None:
-        """Empties the queue, so a producer waiting for room sees the stop."""
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
-
-    def _put(self, item, force: bool = False) -> None:
-        while force or not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                if force and self._stop.is_set():  # nobody will read: make room for the end marker
-                    try:
-                        self._queue.get_nowait()
-                    except queue.Empty:
-                        pass
 
 
 class FrameReader:
@@ -195,11 +79,10 @@ class FrameReader:
         self._open, self.name, self.live, self.every_frame, self.loop = open_capture, name, live, every_frame, loop
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self._warn = warn or log.warning
-        self._prepare = prepare
-        self.stall_timeout_s = stall_timeout_s
+        self._prepare, self.stall_timeout_s = prepare, stall_timeout_s
         self._stop = threading.Event()
-        self._out = _Handoff(every_frame, queue_size, self._stop)  # to the loop
-        self._raw = _Handoff(every_frame, queue_size, self._stop) if prepare else None  # reader -> preparer
+        self._out = Handoff(every_frame, queue_size, self._stop)  # to the loop
+        self._raw = Handoff(every_frame, queue_size, self._stop) if prepare else None  # reader -> preparer
         self._threads: list[threading.Thread] = []
         self._finished = threading.Event()  # every thread has stopped
         self._running = 0
@@ -235,6 +118,7 @@ class FrameReader:
 
     @property
     def capture(self) -> Capture | None:
+        """The open capture (a file source's from start() on; None between a live source's reconnects)."""
         return self._cap
 
     @property
@@ -287,7 +171,7 @@ class FrameReader:
 
     # -- the threads -----------------------------------------------------------------------------------------
 
-    def _thread_main(self, target: Callable[[], None], sink: _Handoff) -> None:
+    def _thread_main(self, target: Callable[[], None], sink: Handoff) -> None:
         """Runs one stage; an error is kept for get() to raise, before the next stage is told this one ended."""
         try:
             target()
@@ -384,16 +268,14 @@ class FrameReader:
         self._slow_read = None  # spent: a failure soon after the recovery is not this stall again
         return SourceEvent("outage", self.name, time.time(), since, "stalled" if stalled else "failed", last_index)
 
-    def _reconnect(self, sink: _Handoff, index: int) -> bool:
+    def _reconnect(self, sink: Handoff, index: int) -> bool:
         """Reopens a live source until it gives a frame (delivered as `index`); False if stopped first."""
         self.outages += 1
         outage = self._outage()
         delay, tries = self.retry_initial_s, 0
-        why = (
-            f"stalled: no new frame within the {self.stall_timeout_s:g} s stall timeout"
-            if outage.reason == "stalled"
-            else "read failed: device gone, stream ended or not reachable"
-        )
+        why = "read failed: device gone, stream ended or not reachable"
+        if outage.reason == "stalled":  # only with a stall timeout
+            why = f"stalled: no new frame within the {self.stall_timeout_s:g} s stall timeout"
         since = time.strftime("%H:%M:%S", time.localtime(outage.since))
         self._warn(f"{self.name}: no frames since {since} ({why}); reconnecting, backoff up to {self.retry_max_s:g} s")
         sink.put(outage)
@@ -411,7 +293,7 @@ class FrameReader:
             delay = min(delay * 2, self.retry_max_s)
         return False
 
-    def _deliver(self, sink: _Handoff, index: int, img: np.ndarray) -> None:
+    def _deliver(self, sink: Handoff, index: int, img: np.ndarray) -> None:
         self.frames_read += 1
         now = time.time()
         self._last_frame = (index, now)

@@ -84,6 +84,21 @@ def exported_run(trained_run) -> Path:
     return trained_run
 
 
+@pytest.fixture(scope="session")
+def edge_run(request, tmp_path_factory) -> Path:
+    """The tiny edge model's run folder (tests/edge_model.py: tflite_fp32, tflite_int8, onnx_fp32 and a manifest),
+    the session's own copy of the committed build: nothing is trained. Copy it before changing it."""
+    from edge_model import session_run
+
+    return session_run(request, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def int8(edge_run) -> Path:
+    """edge_run's full-int8 .tflite (int8 input and output)."""
+    return edge_run / "export" / "tflite_int8.tflite"
+
+
 # The offline pretrained backbone every transfer-learning test starts from: MobileNetV2 0.35 trained on real
 # Fashion-MNIST photos at 48 px (about 2 minutes on 2 cores the first time, then cached in
 # ~/.cache/edge-toolkit/backbones like a user's). Never random weights: those transfer nothing.

@@ -1,6 +1,7 @@
 """A tiny real model for the edge tests, shaped like a run folder written by train + export.
 
     python tests/edge_model.py --out /tmp/edge-model          # builds /tmp/edge-model/tiny-rgb, prints its path
+    python tests/edge_model.py --commit                       # rebuilds the committed copy, tests/data/edge/model
     python tests/edge_model.py --write-samples tests/data/edge  # the committed images and their labels.csv
 
 The model takes 0-255 RGB like the real one (Rescaling inside the model) and learns three easy classes
@@ -8,6 +9,11 @@ The model takes 0-255 RGB like the real one (Rescaling inside the model) and lea
 tflite_int8 (int8 input and output) and onnx_fp32, and a real manifest is written with contracts.manifest, so
 the edge runtime is tested against the same files export will produce. Only this builder imports
 TensorFlow; the images need nothing but numpy and OpenCV.
+
+The tests use a committed build (tests/data/edge/model: 25 kB of artifacts and their manifest), so a test session
+trains nothing. Its KEY file holds build_key() of the sources that made it; when the builder or the preprocessing
+changes, the key no longer matches, the tests build their own into pytest's cache (about a minute) and a test says
+to run --commit.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import inspect
 import itertools
 import os
 import shutil
@@ -40,6 +47,7 @@ from contracts.preprocess import bgr_to_input, dequantize, quantize
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data" / "edge" / "images"  # committed pictures with their labels.csv
+COMMITTED = REPO / "tests" / "data" / "edge" / "model"  # the committed build: tiny-rgb/ and KEY
 RUN_NAME = "tiny-rgb"
 LABELS = ["red", "green", "blue"]
 IMAGE_SIZE = 32  # model input side; frames are larger (FRAME_HW) so the resize path is exercised
@@ -206,26 +214,59 @@ def build_run(root: str | Path, seed: int = 0, epochs: int = 12) -> Path:
     return run
 
 
+def build_key() -> str:
+    """What a build depends on, hashed: the source of the functions and constants that make it, and the
+    preprocessing it trains through (contracts/preprocess.py). The rest of this file can change freely."""
+    builders = (make_images, model_inputs, _build_keras_model, _tflite_spec, predict_tflite, _write_artifacts,
+                build_run)  # fmt: skip
+    parts = [inspect.getsource(f) for f in builders] + [repr((RUN_NAME, LABELS, IMAGE_SIZE, FRAME_HW, FORMATS))]
+    parts.append((REPO / "contracts" / "preprocess.py").read_text())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def committed_run() -> Path | None:
+    """The committed build's run folder if its KEY is build_key() (it is what the builder makes now), else None."""
+    key = COMMITTED / "KEY"
+    return COMMITTED / RUN_NAME if key.is_file() and key.read_text().strip() == build_key() else None
+
+
+def commit_build(folder: str | Path = COMMITTED) -> Path:
+    """Builds the run and writes what the tests read (export/ and labels.txt: not the 50 kB Keras model) to
+    folder/tiny-rgb, with build_key() in folder/KEY; returns the run folder."""
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="edge-model-") as tmp:
+        run = build_run(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(run / "export", folder / RUN_NAME / "export")
+        shutil.copy(run / "labels.txt", folder / RUN_NAME / "labels.txt")
+    (folder / "KEY").write_text(build_key() + "\n")
+    return folder / RUN_NAME
+
+
 def cached_run(cache_dir: str | Path) -> Path:
-    """build_run() once per version of this file and of the preprocessing it trains through: later test sessions
-    reuse the folder (built atomically)."""
-    sources = Path(__file__).read_bytes() + (REPO / "contracts" / "preprocess.py").read_bytes()
-    key = hashlib.sha256(sources).hexdigest()[:12]
-    final = Path(cache_dir) / f"edge-model-{key}"
+    """build_run() once per build_key(): later test sessions reuse the folder (built atomically)."""
+    final = Path(cache_dir) / f"edge-model-{build_key()}"
     if not (final / RUN_NAME / "export" / "manifest.json").is_file():
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".edge-model-", dir=cache_dir))
         build_run(tmp)
-        for stale in Path(cache_dir).glob("edge-model-*"):  # models of older versions of this file
+        for stale in Path(cache_dir).glob("edge-model-*"):  # models of older versions of the builder
             shutil.rmtree(stale, ignore_errors=True)
         os.replace(tmp, final)
     return final / RUN_NAME
 
 
 def session_run(request, tmp_path_factory) -> Path:
-    """The run folder for a session fixture: pytest's cache when it is on (fast reruns), else a temporary one."""
-    cache = getattr(request.config, "cache", None)
-    return cached_run(cache.mkdir("edge_model") if cache is not None else tmp_path_factory.mktemp("edge_model"))
+    """A test session's own copy of the run (conftest's edge_run), so no test can change the original: the committed
+    build when it is current (nothing is trained), else one built once into pytest's cache, else into a temporary
+    folder."""
+    source = committed_run()
+    if source is None:
+        cache = getattr(request.config, "cache", None)
+        source = cached_run(cache.mkdir("edge_model") if cache is not None else tmp_path_factory.mktemp("edge_model"))
+    copy = tmp_path_factory.mktemp("edge_run") / RUN_NAME
+    shutil.copytree(source, copy)
+    return copy
 
 
 class CaptureSpy:
@@ -300,6 +341,8 @@ sys.meta_path.insert(0, _Refuse())
 """
 
 TF_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx")
+# What the Pi does not have: nothing the bundle ships may even try to import these (import_blocker logs each try).
+HOST_ONLY = (*TF_MODULES, "sklearn", "scipy", "matplotlib", "PIL", "train", "export", "sweep", "deploy")
 
 
 def import_blocker(folder: str | Path, blocked: tuple[str, ...], log: str | Path) -> dict:
@@ -313,6 +356,18 @@ def import_blocker(folder: str | Path, blocked: tuple[str, ...], log: str | Path
     (folder / "sitecustomize.py").write_text(_BLOCKER)
     path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
     return {"PYTHONPATH": path, "EDGE_BLOCK": ",".join(blocked), "EDGE_BLOCK_LOG": str(log)}
+
+
+def copy_shipped(folder: str | Path) -> Path:
+    """Copies the Python files deploy.bundle ships (contracts/, edge/, benchmarks/device/, benchmarks/__init__.py) into
+    folder, as a bundle holds them, and nothing else of the repository; returns folder."""
+    from deploy.bundle import _shipped_files
+
+    for f in _shipped_files():
+        dest = Path(folder) / f.relative_to(REPO)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dest)
+    return Path(folder)
 
 
 def write_images(folder: str | Path, bgr: np.ndarray, y: np.ndarray, prefix: str = "img") -> list[Path]:
@@ -347,8 +402,11 @@ def write_video(path: str | Path, bgr: np.ndarray, fps: float = 10.0) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, help="folder to build the run in (the run is OUT/tiny-rgb)")
+    p.add_argument("--commit", action="store_true", help=f"rebuild the committed copy the tests use, {COMMITTED}")
     p.add_argument("--write-samples", type=Path, help="write the committed sample images and labels.csv here")
     a = p.parse_args(argv)
+    if a.commit:
+        print(commit_build())
     if a.write_samples:
         bgr, y = make_images(12, seed=100, boost=(90, 130))
         write_images(a.write_samples / "images", bgr, y)

@@ -1,7 +1,9 @@
 """python -m benchmarks and python -m benchmarks.device.latency on the tiny exported run (conftest's `exported_run`).
 
-Timings are measured, never asserted: the checks are on files, columns, consistency and error handling. A few
-iterations only (--runs 5 --warmup 1 --threads 1,2), so the whole file takes seconds beyond the shared fixture.
+Timings are measured, never asserted: the checks are on files, columns, figures, consistency and error handling. A
+few iterations only (--runs 5 --warmup 1 --threads 1,2), so the whole file takes seconds beyond the shared fixture,
+which trains and exports a MobileNetV2: every test that uses it is slow. Outputs go to each test's own folder
+(--out), never into the shared run.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from edge_model import REPO, TF_MODULES, import_blocker
+from edge_model import HOST_ONLY, copy_shipped, import_blocker
 
 from benchmarks import cli
 from benchmarks.compare import comparisons, float_counterpart, pareto_front
-from benchmarks.device.latency import DEVICE_FILES
 from benchmarks.device.rows import COLUMNS, new_row
-from benchmarks.report import loop_section
+from benchmarks.report import loop_figures, loop_section
 from contracts.manifest import load_manifest, sha256_file
 
 THREADS = (1, 2)
@@ -31,40 +32,30 @@ FAST = ["--runs", "5", "--warmup", "1", "--threads", ",".join(map(str, THREADS))
 DEVICE = "test-pi"  # the merged "other device"
 DEVICE_FORMATS = ("tflite_fp32", "tflite_int8")
 SLOWER = 10.0  # the merged device's float rows are made this much slower, so a ratio mixing devices shows
-# What the Pi does not have: nothing in benchmarks.device.latency may even try to import these.
-HEAVY = (*TF_MODULES, "sklearn", "scipy", "matplotlib", "PIL", "train", "export")
 REQUIRED = ("format", "runtime", "threads", "size_mb", "top1", "agreement", "latency_ms_median", "latency_ms_p90",
             "latency_ms_std", "fps", "loop_fps", "loop_overhead_ms", "capture_ms", "device", "error")  # fmt: skip
 PLOTS = ("accuracy_vs_latency.png", "size.png", "per_class.png", "latency_vs_threads.png")
 
 
+slow = pytest.mark.slow  # the test uses exported_run (a MobileNetV2 trained and exported once per session)
+
+
 @pytest.fixture(scope="module")
 def device_rows(exported_run, tmp_path_factory):
-    """benchmarks.device.latency run as on a Raspberry Pi: a fresh interpreter that cannot import TensorFlow & co."""
+    """benchmarks.device.latency run as on a Raspberry Pi: from the files deploy.bundle ships (nothing else of the
+    repository), in a fresh interpreter that cannot import TensorFlow, scikit-learn, matplotlib & co."""
     tmp = tmp_path_factory.mktemp("device")
-    pkg = tmp / "pkg"  # what a bundle would hold: edge/ and benchmarks' DEVICE_FILES, nothing else of the repo
-    shutil.copytree(REPO / "edge", pkg / "edge", ignore=shutil.ignore_patterns("__pycache__"))
-    (pkg / "benchmarks").mkdir()
-    for name in DEVICE_FILES:
-        shutil.copy(REPO / "benchmarks" / name, pkg / "benchmarks" / name)
-    env = {**os.environ, **import_blocker(tmp / "site", HEAVY, tmp / "attempts.log")}
+    pkg = copy_shipped(tmp / "pkg")
+    env = {**os.environ, **import_blocker(tmp / "site", HOST_ONLY, tmp / "attempts.log")}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp / "site"), str(pkg)])
     models = [str(exported_run / "export" / f"{f}.tflite") for f in DEVICE_FORMATS]
-    flags = ["--threads", "1,2", "--runs", "5", "--warmup", "1", "--loop-frames", "14", "--device-name", DEVICE]
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.device.latency",
-        "--model",
-        *models,
-        *flags,
-        "--out",
-        str(tmp / "rows.json"),
-    ]
+    flags = ["--threads", "1,2", "--runs", "5", "--warmup", "1", "--loop-frames", "14", "--device-name", DEVICE,
+             "--out", str(tmp / "rows.json")]  # fmt: skip
+    cmd = [sys.executable, "-m", "benchmarks.device.latency", "--model", *models, *flags]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
-    probe = subprocess.run([sys.executable, "-c", "import matplotlib"], env=env, capture_output=True, text=True)
+    probe_env = {**env, "EDGE_BLOCK_LOG": str(tmp / "probe.log")}  # its own log: attempts.log is the run's alone
+    probe = subprocess.run([sys.executable, "-c", "import matplotlib"], env=probe_env, capture_output=True, text=True)
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr  # the blocker works
-    (tmp / "attempts.log").unlink()
     return proc, tmp
 
 
@@ -84,10 +75,11 @@ def merge_file(device_rows):
 
 
 @pytest.fixture(scope="module")
-def bench(exported_run, merge_file):
+def bench(exported_run, merge_file, tmp_path_factory):
     """The benchmark of every published artifact, with the device's rows merged: (exit code, output folder)."""
-    rc = cli.main(["--run", str(exported_run), *FAST, "--merge", str(merge_file)])
-    return rc, exported_run / "bench"
+    out = tmp_path_factory.mktemp("bench")
+    rc = cli.main(["--run", str(exported_run), "--out", str(out), *FAST, "--merge", str(merge_file)])
+    return rc, out
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +93,7 @@ def _host_rows(results):
     return [r for r in results["rows"] if r["device"] == results["meta"]["host"]]
 
 
+@slow
 def test_writes_every_output_with_the_columns(bench, results):
     _, out = bench
     for name in ("results.csv", "results.json", "results.md", "report.md", "bench_settings.json", *PLOTS):
@@ -116,6 +109,7 @@ def test_writes_every_output_with_the_columns(bench, results):
     assert json.loads((out / "bench_settings.json").read_text())["threads"] == list(THREADS)
 
 
+@slow
 def test_every_published_artifact_has_a_row_per_thread_count(exported_run, results):
     published = load_manifest(exported_run / "export").formats
     host = _host_rows(results)
@@ -125,6 +119,7 @@ def test_every_published_artifact_has_a_row_per_thread_count(exported_run, resul
     assert {r["runtime"] for r in host if r["format"].startswith("tflite")} == {"litert"}
 
 
+@slow
 def test_figures_are_sane(exported_run, results):
     manifest = load_manifest(exported_run / "export")
     for r in _host_rows(results):
@@ -147,22 +142,29 @@ def test_figures_are_sane(exported_run, results):
             assert r["agreement"] == 1.0, name
 
 
-def test_table_is_printed_and_saved(bench, results, capsys):
+@slow
+def test_table_has_a_line_per_row(bench, results):
     _, out = bench
-    md = (out / "results.md").read_text()
-    head = "| Format | Runtime | Threads | Status | Size MB | Top-1 | Agreement | ms median | ms p90 | FPS | loop FPS |"
-    assert head in md and md.count("| ok |") == len(results["rows"])
+    assert (out / "results.md").read_text().count("| ok |") == len(results["rows"])
 
 
-def test_report_compares_int8_with_float_and_embeds_the_plots(bench, results):
+@slow
+def test_int8_is_compared_with_float_on_every_thread_count_and_the_report_embeds_the_plots(bench, results):
     _, out = bench
-    report = (out / "report.md").read_text()
+    host = results["meta"]["host"]
+    comps = {(c["format"], c["threads"]): c for c in results["comparisons"] if c["device"] == host}
     for fmt in ("tflite_int8", "tflite_int8_qat", "onnx_int8"):
-        assert re.search(rf"{fmt}\*\* vs \w+_fp32 .*x smaller .*top-1 [+-]\d+\.\d points .*% agreement", report), fmt
+        for t in THREADS:
+            c = comps[(fmt, t)]
+            assert c["float_format"] == float_counterpart(fmt).name and c["size_ratio"] > 1.1 and c["speedup"] > 0
+            assert c["top1_delta_points"] is not None and 0 <= c["agreement"] <= 1, c
+    report = (out / "report.md").read_text()
+    assert "## int8 against float" in report  # the section is there; its figures are the comparisons above
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert sorted(links) == sorted(PLOTS) and all((out / link).is_file() for link in links)
 
 
+@slow
 def test_plots_are_not_blank(bench):
     _, out = bench
     for name in PLOTS:
@@ -173,6 +175,7 @@ def test_plots_are_not_blank(bench):
         assert 0.01 < ink < 0.9 and len(colours) > 20, name
 
 
+@slow
 def test_latency_runs_without_tensorflow_sklearn_or_matplotlib(device_rows, exported_run):
     proc, tmp = device_rows
     assert proc.returncode == 0, proc.stderr
@@ -189,6 +192,7 @@ def test_latency_runs_without_tensorflow_sklearn_or_matplotlib(device_rows, expo
     assert "| Format | Runtime | Threads |" in proc.stdout
 
 
+@slow
 def test_merged_rows_keep_their_device_and_are_never_mixed_in_ratios(results):
     host = results["meta"]["host"]
     rows = {(r["device"], r["format"], r["runtime"], r["threads"]): r for r in results["rows"]}
@@ -209,6 +213,7 @@ def test_merged_rows_keep_their_device_and_are_never_mixed_in_ratios(results):
         assert c["float_latency_ms_median"] != pytest.approx(host_ref, rel=0.5)
 
 
+@slow
 def test_a_broken_artifact_is_an_error_row_not_a_crash(exported_run, tmp_path):
     run = tmp_path / "broken"
     (run / "export").mkdir(parents=True)
@@ -239,6 +244,7 @@ def test_a_broken_artifact_is_an_error_row_not_a_crash(exported_run, tmp_path):
     assert cli.main([*args, "--min-accuracy", "0"]) == 1  # an artifact that cannot run does not meet any floor
 
 
+@slow
 def test_min_accuracy_fails_ci_naming_the_format(exported_run, tmp_path, capsys):
     quick = ["--threads", "1", "--runs", "3", "--warmup", "0", "--loop-frames", "0", "--no-plots"]
     args = ["--run", str(exported_run), "--out", str(tmp_path), "--formats", "tflite_fp32,tflite_int8", *quick,
@@ -251,6 +257,7 @@ def test_min_accuracy_fails_ci_naming_the_format(exported_run, tmp_path, capsys)
     assert "tflite_int8: top-1" in err
 
 
+@slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -291,17 +298,20 @@ def _loop_row(fmt: str, threads: int, loop_ms: float, inference: float, wait: fl
                    latency_ms_median=inference / 1.5)  # fmt: skip
 
 
-def test_loop_section_counts_rows_below_capture_plus_inference_and_names_the_slowest_stage():
+def test_loop_figures_count_rows_below_capture_plus_inference_and_name_the_slowest_stage():
     rows = [
         _loop_row("tflite_fp32", 1, loop_ms=5.3, inference=5.0, wait=0.05, decode=0.6, prep=0.5),  # 5.3 < 0.5 + 5.0
         _loop_row("tflite_int8", 1, loop_ms=1.1, inference=0.3, wait=0.6, decode=1.05, prep=0.45),  # 1.1 > 0.5 + 0.3
-        _loop_row("tflite_int8", 2, loop_ms=1.3, inference=0.4, wait=0.7, decode=1.2, prep=0.5),  # slower: not shown
+        _loop_row("tflite_int8", 2, loop_ms=1.3, inference=0.4, wait=0.7, decode=1.2, prep=0.5),  # slower: not best
     ]
-    text = "\n".join(loop_section(rows, target_ms=2.0, cores={"dev": 2}))
-    assert "capture ms + inference ms for 1 of 2 artifacts" in text
-    assert "tflite_int8 on 1 thread: decoding (reader thread) takes 1.050 ms per frame" in text
-    assert "tflite_fp32 on 1 thread:" not in text
-    assert "target at most 2 ms: met" in text and "up to 0.900 ms, tflite_int8 on 2 threads" in text
-    assert "Inference inside the loop is 1.50x its time alone" in text and "2 cores" in text
+    f = loop_figures(rows, target_ms=2.0)["dev"]
+    assert [(r["format"], r["threads"]) for r in f["best"]] == [("tflite_fp32", 1), ("tflite_int8", 1)]
+    assert [r["format"] for r in f["below"]] == ["tflite_fp32"]
+    assert f["bottlenecks"] == {("tflite_int8", 1): ("decoding (reader thread)", 1.05)}
+    assert f["overhead_ms"] == pytest.approx((0.3, 0.8)) and f["target_met"]
+    assert (f["worst"]["format"], f["worst"]["threads"]) == ("tflite_int8", 2)  # any thread count: 0.9 ms
+    assert f["slowdown"] == pytest.approx(1.5) and f["capture_ms"] == 0.5 and f["faster"] == 2
     rows[0]["loop_overhead_ms"] = 2.5
-    assert "target at most 2 ms: NOT met" in "\n".join(loop_section(rows))
+    assert not loop_figures(rows, target_ms=2.0)["dev"]["target_met"]
+    assert loop_section(rows, cores={"dev": 2})  # the section exists; its sentences are these figures'
+    assert loop_figures([new_row("dev", "tflite_int8", "litert", 1)]) == {}  # no loop figures: no section

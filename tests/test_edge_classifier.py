@@ -8,17 +8,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from edge_model import LABELS, SAMPLES, make_images, read_labels_csv, session_run
+from edge_model import LABELS, SAMPLES, committed_run, make_images, read_labels_csv
 
 from contracts.errors import BackendError
 from contracts.manifest import ManifestError
 from contracts.preprocess import bgr_to_input, dequantize
 from contracts.runners.classifier import Category, Classifier
-
-
-@pytest.fixture(scope="session")
-def edge_run(request, tmp_path_factory):
-    return session_run(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +151,12 @@ def test_backend_must_match_the_artifact(edge_run):
         Classifier.from_model(edge_run / "export" / "tflite_int8.tflite", backend="onnxruntime")
     with pytest.raises(BackendError, match="unsupported backend 'tensorrt'"):
         Classifier.from_model(edge_run / "export" / "tflite_int8.tflite", backend="tensorrt")
+
+
+def test_the_committed_model_is_what_the_builder_makes_now():
+    """The edge tests run on tests/data/edge/model, so a session trains nothing, as long as its KEY matches the
+    builder's sources (else they build their own, which takes a minute)."""
+    assert committed_run() is not None, (
+        "tests/data/edge/model is older than tests/edge_model.py's builder or contracts/preprocess.py: rebuild it "
+        "with PYTHONPATH=. python tests/edge_model.py --commit"
+    )

@@ -21,7 +21,6 @@ from edge_model import (
     make_images,
     read_labels_csv,
     run_edge,
-    session_run,
     write_images,
     write_video,
 )
@@ -29,16 +28,6 @@ from edge_model import (
 from contracts.runners.classifier import Classifier
 from edge import cli
 from edge.display import draw_overlay
-
-
-@pytest.fixture(scope="session")
-def edge_run(request, tmp_path_factory):
-    return session_run(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def int8(edge_run):
-    return edge_run / "export" / "tflite_int8.tflite"
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +164,8 @@ def test_record_never_writes_over_the_source(int8, clip, tmp_path, name):
 def test_record_into_a_folder_that_cannot_be_written_is_one_line(int8, clip, tmp_path, case):
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     folder, message = {
-        "missing folder": (tmp_path / "no" / "such", "does not exist: create it"),
-        "under a file": (tmp_path / "notes.txt", "is a file, not a folder"),
+        "missing folder": (tmp_path / "no" / "such", "is not a writable folder): mkdir -p"),
+        "under a file": (tmp_path / "notes.txt", "is not a writable folder): record to a folder you can write"),
     }[case]
     p = run_edge("--headless", "--source", clip[0], "--model", int8, "--record", folder / "out.mp4", "--max-frames", 5)
     line = _one_error_line(p)
@@ -204,7 +193,7 @@ def test_record_into_a_read_only_folder_is_one_line(int8, clip, tmp_path, monkey
     err = capsys.readouterr().err
     lines = _error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert f"folder {folder} is not writable" in lines[0]
+    assert f"{folder} is not a writable folder): record to a folder you can write" in lines[0]
     assert os.listdir(folder) == []
 
 

@@ -11,17 +11,13 @@ import time
 
 import numpy as np
 import pytest
-from edge_model import LABELS, make_images, run_edge, session_run, write_images
+from edge_model import LABELS, make_images, run_edge, write_images
 
 from contracts.runners.classifier import Classifier
 from edge.app import EdgeOptions, run
 from edge.cli import configure_logging
-from edge.reader import Frame, FrameReader, SourceEvent, _Handoff
-
-
-@pytest.fixture(scope="session")
-def edge_run(request, tmp_path_factory):
-    return session_run(request, tmp_path_factory)
+from edge.frames import Frame, Handoff, SourceEvent
+from edge.reader import FrameReader
 
 
 class FakeCamera:
@@ -307,7 +303,7 @@ def test_a_source_that_never_opens_reports_an_outage_since_reading_began():
 
 
 def test_latest_frame_handoff_drops_frames_but_never_events_nor_their_place():
-    h = _Handoff(every_frame=False, size=4, stop=threading.Event())
+    h = Handoff(every_frame=False, size=4, stop=threading.Event())
     img = np.zeros((1, 1, 3), np.uint8)
     event = SourceEvent("outage", "cam", 2.0, 1.0, "stalled", 1)
     for item in [Frame(0, img, "cam", 0.0), Frame(1, img, "cam", 1.0), event, event, Frame(2, img, "cam", 3.0),

@@ -24,22 +24,12 @@ import time
 
 import cv2
 import pytest
-from edge_model import LABELS, REPO, CaptureSpy, make_images, session_run, write_video
+from edge_model import LABELS, REPO, CaptureSpy, make_images, write_video
 
 from edge import cli
 
 STALL_S = 2.0  # --stall-timeout in the server test
 FRAME_KEYS = {"time", "frame", "source", "label", "score", "top_k", "inference_ms", "fps"}
-
-
-@pytest.fixture(scope="session")
-def edge_run(request, tmp_path_factory):
-    return session_run(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def int8(edge_run):
-    return edge_run / "export" / "tflite_int8.tflite"
 
 
 class _CaptureSpy(CaptureSpy):

@@ -9,15 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_model import REPO, SAMPLES, session_run
+from edge_model import REPO, SAMPLES
 
 from contracts.errors import BackendError
 from contracts.runners.tflite_verify import ModelFileError, verify_tflite
-
-
-@pytest.fixture(scope="module")
-def edge_run(request, tmp_path_factory):
-    return session_run(request, tmp_path_factory)
 
 
 def _corrupt(good: bytes, seed: int) -> bytes:

@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from edge_model import session_run
+from edge_model import HOST_ONLY, copy_shipped, import_blocker
 
 from benchmarks.device import soak
+from benchmarks.device.sampling import SUMMARY_KEYS, rss_mib, summarize
 from benchmarks.device.settings import BenchError
-from benchmarks.device.soak import SoakSettings, rss_mib, run_soak, summarize
-
-
-@pytest.fixture(scope="session")
-def edge_run(request, tmp_path_factory):
-    return session_run(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def int8(edge_run):
-    return str(edge_run / "export" / "tflite_int8.tflite")
+from benchmarks.device.soak import SoakSettings, run_soak
 
 
 def test_soak_classifies_every_frame_of_a_looping_video_and_reports_each_interval(int8, tmp_path):
-    s = SoakSettings(model=int8, frames=300, interval=100, warmup=20, rss_every=10, video_frames=60, threads=1,
+    s = SoakSettings(model=str(int8), frames=300, interval=100, warmup=20, rss_every=10, video_frames=60, threads=1,
                      out=str(tmp_path / "soak.json"), plot=str(tmp_path / "soak.png"))  # fmt: skip
     lines = []
     report = run_soak(s, log=lines.append)
@@ -57,7 +51,7 @@ def test_soak_classifies_every_frame_of_a_looping_video_and_reports_each_interva
 
 def test_cli_ends_on_a_short_last_interval_and_exits_by_the_verdict(int8, tmp_path, capsys):
     out = tmp_path / "soak.json"
-    flags = ["--model", int8, "--frames", "250", "--interval", "100", "--warmup", "10", "--video-frames", "40",
+    flags = ["--model", str(int8), "--frames", "250", "--interval", "100", "--warmup", "10", "--video-frames", "40",
              "--threads", "1", "--out", str(out)]  # fmt: skip
     code = soak.main(flags)
     report = json.loads(out.read_text())
@@ -79,7 +73,7 @@ def test_verdict_is_flat_only_below_the_growth_limit_of_the_first_interval():
     assert (flat["fps_first"], flat["fps_last"], flat["fps_median"], flat["fps_min"]) == (30.0, 25.0, 25.0, 20.0)
     assert summarize([_row(1000, 100.0, 30.0), _row(2000, 105.0, 30.0)])["verdict"] == "growing"
     assert summarize([_row(1000, 100.0, 30.0), _row(2000, 101.0, 30.0)], max_growth_pct=1.0)["verdict"] == "growing"
-    assert summarize([]) == dict.fromkeys(soak.SUMMARY_KEYS)  # stopped during warm-up: nothing to judge
+    assert summarize([]) == dict.fromkeys(SUMMARY_KEYS)  # stopped during warm-up: nothing to judge
 
 
 def test_rss_reading_is_current_memory_not_the_peak():
@@ -103,9 +97,34 @@ def test_rss_reading_is_current_memory_not_the_peak():
     ],
 )
 def test_bad_flags_are_one_line_before_the_soak(int8, flags, message, capsys):
-    assert soak.main(["--model", int8, *flags]) == 2
+    assert soak.main(["--model", str(int8), *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1
+
+
+def test_plot_without_the_host_side_is_refused_before_the_soak(int8, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "benchmarks.plots", None)  # as in a Pi bundle: no benchmarks/plots.py
+    flags = ["--model", str(int8), "--frames", "20", "--warmup", "1", "--plot", str(tmp_path / "soak.png")]
+    assert soak.main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --plot needs benchmarks.plots (host side)") and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_from_what_the_bundle_ships_without_matplotlib_and_refuses_plot_there(int8, tmp_path):
+    """As on the Pi: only the bundle's files, and TensorFlow, matplotlib & co. cannot even be tried."""
+    env = {**os.environ, **import_blocker(tmp_path / "site", HOST_ONLY, tmp_path / "attempts.log")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), str(copy_shipped(tmp_path / "pkg"))])
+    flags = ["--model", str(int8), "--frames", "30", "--interval", "10", "--warmup", "5", "--video-frames", "20",
+             "--threads", "1", "--out", str(tmp_path / "soak.json")]  # fmt: skip
+    p = subprocess.run([sys.executable, "-m", "benchmarks.device.soak", *flags], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode in (0, 1) and not (tmp_path / "attempts.log").exists(), p.stderr
+    assert json.loads((tmp_path / "soak.json").read_text())["summary"]["frames"] == 30
+    plot = subprocess.run([sys.executable, "-m", "benchmarks.device.soak", *flags, "--plot", str(tmp_path / "s.png")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert plot.returncode == 2 and plot.stderr.startswith("error: --plot needs benchmarks.plots (host side)")
+    assert len(plot.stderr.strip().splitlines()) == 1 and not (tmp_path / "s.png").exists()
 
 
 def test_a_missing_model_is_one_line(tmp_path, capsys):

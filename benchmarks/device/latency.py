@@ -4,12 +4,11 @@
         --device-name pi4 --out pi4-rows.json
     python -m benchmarks --run runs/NAME --merge pi4-rows.json      # back on the training machine
 
-Copy a bundle (or the run's export/ folder) to the Raspberry Pi, with DEVICE_FILES of benchmarks/ beside its
-edge/ folder, and run this there: each model is timed in its
-runtime at each thread count, and, where its manifest.json sits beside it, the camera loop runs on a generated
-640x480 video. The rows carry the device's name; --merge adds them to the run's table, plots and report, where
-they are compared only with rows of the same device. No TensorFlow, scikit-learn or matplotlib is imported here
-or by anything this imports.
+Copy a bundle (python -m deploy.bundle: it ships contracts/, edge/ and benchmarks/device/ whole) to the Raspberry
+Pi and run this in it: each model is timed in its runtime at each thread count, and, where its manifest.json sits
+beside it, the camera loop runs on a generated 640x480 video. The rows carry the device's name; --merge adds them
+to the run's table, plots and report, where they are compared only with rows of the same device. No TensorFlow,
+scikit-learn or matplotlib is imported here or by anything this imports.
 """
 
 from __future__ import annotations
@@ -30,14 +29,13 @@ import numpy as np
 
 from benchmarks.device.rows import add_error, format_table, new_row
 from benchmarks.device.settings import BenchError, parse_threads
+from contracts.atomic import why_unwritable, write_json
 from contracts.formats import FORMATS, format_for_file
 from contracts.manifest import TensorSpec, find_manifest, package_versions, sha256_file
 from contracts.runners import backend_for_file, create_backend
 from contracts.runners.base import Backend
 from contracts.runners.litert import load_litert_interpreter
 
-# What a device needs of benchmarks/ (beside edge/) to run this module: a bundle ships these files.
-DEVICE_FILES = ("__init__.py", "settings.py", "rows.py", "loop.py", "latency.py", "soak.py")
 _PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy", "opencv-python-headless", "opencv-python",
              "tensorflow")  # fmt: skip
 
@@ -303,20 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if a.out:  # found before measuring, not after: the measurements would be lost
-        out = Path(a.out).resolve()
-        if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK | os.X_OK):
-            why = "is a folder" if out.is_dir() else f"cannot be written ({out.parent} is not a writable folder)"
-            print(f"error: --out {a.out} {why}: pass a file path in a folder you can write", file=sys.stderr)
-            return 2
+    why = why_unwritable(a.out) if a.out else None  # found before measuring, not after: they would be lost
+    if why:
+        print(f"error: --out {a.out} {why}: pass a file path in a folder you can write", file=sys.stderr)
+        return 2
     device = a.device_name or default_device_name()
     meta = {"devices": {device: device_meta(device)}}
     rows = measure_models(a.model, threads, a.runs, a.warmup, a.rounds, device, a.loop_frames,
                           log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
     print(format_table(rows))
     if a.out:
-        from contracts.atomic import write_json
-
         write_json(a.out, {"meta": meta, "rows": rows})
         print(f"wrote {len(rows)} rows to {a.out}: merge them with python -m benchmarks --run RUN --merge {a.out}")
     failed = [f"{r['format']} ({r['threads']} threads): {r['error']}" for r in rows if r["error"]]

@@ -1,4 +1,4 @@
-"""Camera-loop FPS: edge's own loop (edge.app) classifying a 640x480 video, so capture, preprocessing and
+"""Camera-loop FPS: edge's own loop (edge.app.run_loop) classifying a 640x480 video, so capture, preprocessing and
 drawing costs show next to inference.
 
     video = write_video(frames_from_images(test_rgb, 150), "loop.mp4")
@@ -7,7 +7,8 @@ drawing costs show next to inference.
 
 The loop is edge.app's, unchanged: FrameReader decodes the video on one thread and preprocesses it on another
 (every frame, in order) while the main thread runs the model and draws the overlay; the drawn frame goes to a
-recorder that only notes the time. Only numpy, OpenCV and edge are imported, so this runs on the device too.
+recorder that only notes the time. Only numpy, OpenCV, contracts and edge are imported, so this runs on the device
+too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 
 from contracts.runners.classifier import Classifier, Result
+from edge.app import EdgeOptions, run_loop
 from edge.display import draw_overlay
 from edge.reader import FrameReader
 from edge.sources import open_capture, parse_source, quiet_opencv
@@ -183,8 +185,6 @@ def measure_loop(classifier: Classifier, video: str | Path, warmup: int = 10, la
     Raises:
         RuntimeError: the loop classified too few frames to time.
     """
-    from edge.app import EdgeOptions, _loop  # the loop itself, not a copy of it
-
     spec = parse_source(str(video))
     quiet_opencv()
     tap, clock = _Tap(classifier), _ClockRecorder()
@@ -195,7 +195,7 @@ def measure_loop(classifier: Classifier, video: str | Path, warmup: int = 10, la
                          every_frame=True, prepare=prepare).start()  # fmt: skip
     timed_reader = _TimedReader(reader)
     try:
-        n = _loop(options, tap, timed_reader, None, clock, False)
+        n = run_loop(options, tap, timed_reader, rec=clock)  # the loop itself, not a copy of it
     finally:
         reader.stop()
     if n < warmup + 2 or not len(clock.times) == len(timed_reader.wait_ms) == n:
