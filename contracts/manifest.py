@@ -42,13 +42,14 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """The contract between a camera frame and the model input. Normalization is inside the model."""
+    """The contract between a camera frame and the model input. Normalization is inside the model: export fills
+    `normalization` from the model's own preprocessing layer (export.preprocessing), so a device feeds raw pixels."""
 
     color_order: str = "RGB"  # channel order the model expects (OpenCV frames are BGR: convert)
     resize: str = "area"  # cv2.INTER_AREA when shrinking, cv2.INTER_LINEAR when enlarging, no crop
     input_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # pixel values fed, before quantization
     layout: str = "NHWC"
-    normalization: str = "inside the model (Rescaling layer)"
+    normalization: str = "inside the model (Rescaling layer)"  # what the model does to the pixels, as export read it
 
 
 @dataclass(frozen=True)

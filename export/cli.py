@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     settings = ExportSettings(a.run, a.formats, a.force, a.calibration_images, a.onnx_opset, a.max_test_images)
     from contracts.formats import FormatError
-    from export.run import ExportError, export_run
-    from train.data import DataError
+    from export.errors import ExportError
+    from export.run import export_run
+    from train.errors import DataError
     from train.settings import SettingsError
 
     try:

@@ -27,10 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from contracts.atomic import atomic_path, write_json, write_text
-
-
-def _log(msg: str) -> None:
-    print(msg, flush=True)
+from contracts.console import first_line, log
+from train.runfolder import FLOAT_MODEL
 
 
 def layer_errors(model, calibration: np.ndarray) -> list[dict]:
@@ -43,10 +41,11 @@ def layer_errors(model, calibration: np.ndarray) -> list[dict]:
     """
     import tensorflow as tf
 
-    from export.tflite import _representative, int8_converter  # the converter export publishes tflite_int8 with
+    from export.tflite import int8_converter, representative_dataset  # the converter export publishes tflite_int8 with
 
     conv = int8_converter(model, calibration, int8_only=False)
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_representative(calibration))
+    data = representative_dataset(calibration)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data)
     debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
@@ -62,12 +61,12 @@ def layer_errors(model, calibration: np.ndarray) -> list[dict]:
 def _selective(model, calibration: np.ndarray, denylist: list[str]) -> bytes:
     import tensorflow as tf
 
-    from export.tflite import _representative, int8_converter  # the converter export publishes tflite_int8 with
+    from export.tflite import int8_converter, representative_dataset  # the converter export publishes tflite_int8 with
 
     conv = int8_converter(model, calibration, int8_only=False)
     opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist)
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=conv, debug_dataset=_representative(calibration), debug_options=opts
+        converter=conv, debug_dataset=representative_dataset(calibration), debug_options=opts
     )
     return debugger.get_nondebug_quantized_model()
 
@@ -92,7 +91,7 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
     from export.tflite import int8_converter
     from train.data import load_split
     from train.qat import load_qat_model
-    from train.run import FLOAT_MODEL, QAT_MODEL
+    from train.runfolder import QAT_MODEL
     from train.settings import load_settings
 
     run = Path(run)
@@ -107,11 +106,11 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
     float_probs = model.predict(test_x.astype(np.float32), batch_size=64, verbose=0)
     float_pred = float_probs.argmax(1)
     float_top1 = float(np.mean(float_pred == test_y))
-    _log(f"{run.name}: float top-1 {float_top1:.4f} on {len(test_y)} test images")
+    log(f"{run.name}: float top-1 {float_top1:.4f} on {len(test_y)} test images")
 
     t = time.time()
     errors = layer_errors(model, calib)
-    _log(f"per-layer error: {len(errors)} tensors ({time.time() - t:.0f} s); worst: "
+    log(f"per-layer error: {len(errors)} tensors ({time.time() - t:.0f} s); worst: "
          + ", ".join(f"{layer_name(e['tensor'])} {e['rmse_per_scale']:.2f}" for e in errors[:3]))  # fmt: skip
 
     variants: dict[str, dict] = {}
@@ -127,9 +126,9 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
                 make(path)
                 variants[name] = dict(_score(path, test_x, test_y, float_pred), what=describe)
             except Exception as e:  # a variant that cannot be built is a row with its error, not a crash
-                variants[name] = {"what": describe, "error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+                variants[name] = {"what": describe, "error": first_line(e)}
             v = variants[name]
-            _log(f"{name}: " + (f"top-1 {v['top1']:.4f} ({(v['top1'] - float_top1) * 100:+.2f} points), agreement "
+            log(f"{name}: " + (f"top-1 {v['top1']:.4f} ({(v['top1'] - float_top1) * 100:+.2f} points), agreement "
                                 f"{v['agreement']:.4f}" if "top1" in v else f"failed: {v['error']}")
                  + f" ({time.time() - t0:.0f} s)")  # fmt: skip
 
@@ -157,7 +156,7 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
     write_json(out_dir / "int8_comparison.json", doc)
     write_text(out_dir / "int8_comparison.md", _markdown(doc))
     _plot_errors(errors[:15], out_dir / "int8_layer_error.png", run.name)
-    _log(f"wrote {out_dir / 'int8_comparison.md'}")
+    log(f"wrote {out_dir / 'int8_comparison.md'}")
     return doc
 
 
@@ -212,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-calibration", type=int, default=1000, help="the larger calibration set to compare")
     p.add_argument("--float-layers", default="3,10", help="how many of the worst tensors to keep float, per variant")
     a = p.parse_args(argv)
-    if not (Path(a.run) / "model_float.keras").is_file():
-        print(f"error: {a.run}/model_float.keras not found: pass --run runs/NAME of a finished training run")
+    if not (Path(a.run) / FLOAT_MODEL).is_file():
+        print(f"error: {a.run}/{FLOAT_MODEL} not found: pass --run runs/NAME of a finished training run")
         return 2
     ks = tuple(int(k) for k in a.float_layers.split(",") if k.strip())
     compare_int8(a.run, a.calibration_images, a.large_calibration, ks)

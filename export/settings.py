@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ExportSettings:
+    """The choices of one export. Field comments are the documentation; --help mirrors them."""
+
     run: str = "runs/latest"  # the training run folder to export
     formats: str = "all"  # comma-separated names from contracts.formats.FORMATS, or "all"
     force: bool = False  # re-export artifacts that are up to date (same source model checksum)

@@ -15,7 +15,9 @@ def _converter(model) -> tf.lite.TFLiteConverter:
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
-def _representative(images: np.ndarray):
+def representative_dataset(images: np.ndarray):
+    """A TFLite representative dataset: each uint8 image as a float32 batch of one."""
+
     def gen():
         for img in images:
             yield [img[None].astype(np.float32)]
@@ -54,7 +56,7 @@ def int8_converter(model, calibration: np.ndarray, per_channel: bool = True, int
     """
     c = _converter(model)
     c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = _representative(calibration)
+    c.representative_dataset = representative_dataset(calibration)
     if int8_only:
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     c.inference_input_type = tf.int8
@@ -64,15 +66,11 @@ def int8_converter(model, calibration: np.ndarray, per_channel: bool = True, int
     return c
 
 
-def _full_int8(model, calibration: np.ndarray, path: Path) -> None:
-    _write(int8_converter(model, calibration), path)
-
-
 def convert_int8(model, calibration: np.ndarray, path: Path) -> None:
     """Post-training full-integer quantization of the float model."""
-    _full_int8(model, calibration, path)
+    _write(int8_converter(model, calibration), path)
 
 
 def convert_int8_qat(model, calibration: np.ndarray, path: Path) -> None:
     """Full-integer model from the QAT model: ranges come from training, calibration only fills the input."""
-    _full_int8(model, calibration, path)
+    _write(int8_converter(model, calibration), path)

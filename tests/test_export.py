@@ -1,4 +1,5 @@
-"""Export: every format published with a valid manifest, the parity gate both ways, reliability."""
+"""Export: every format published with a valid manifest, the parity gate both ways, reliability, and the steps that
+need no converted model (the preprocessing read from the model, labels, missing inputs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from contracts.formats import FORMATS, resolve_formats
 from contracts.manifest import ChecksumError, ManifestError, load_manifest, verify_checksum
 
 
+@pytest.mark.slow
 def test_every_format_is_published_with_its_manifest(exported_run: Path):
     m = load_manifest(exported_run / "export")
     assert m.formats == list(FORMATS)
@@ -21,6 +23,8 @@ def test_every_format_is_published_with_its_manifest(exported_run: Path):
     settings = json.loads((exported_run / "settings.json").read_text())
     assert m.settings_sha256 == settings["settings_sha256"]
     assert {"tensorflow", "onnxruntime", "ai-edge-litert"} <= set(m.tool_versions)
+    assert m.preprocessing.normalization == "inside the model (Rescaling 1/127.5, offset -1: 0-255 becomes [-1, 1])"
+    assert m.preprocessing.input_range == [0.0, 255.0] and m.preprocessing.color_order == "RGB"
     for a in m.artifacts:
         fmt = FORMATS[a.format]
         path = exported_run / "export" / a.file
@@ -36,6 +40,7 @@ def test_every_format_is_published_with_its_manifest(exported_run: Path):
     assert not list((exported_run / "export").glob(".*partial*"))
 
 
+@pytest.mark.slow
 def test_published_artifacts_agree_with_keras(exported_run: Path):
     """Recomputed here from the published files, independently of the gate's own figures."""
     import tf_keras as keras
@@ -58,6 +63,7 @@ def test_published_artifacts_agree_with_keras(exported_run: Path):
         assert np.allclose(p.sum(1), 1, atol=0.05), f"{name} outputs are not dequantized probabilities"
 
 
+@pytest.mark.slow
 def test_corrupted_artifact_is_caught_by_its_checksum(exported_run: Path, tmp_path):
     m = load_manifest(exported_run / "export")
     entry = m.entry("tflite_int8")
@@ -69,6 +75,7 @@ def test_corrupted_artifact_is_caught_by_its_checksum(exported_run: Path, tmp_pa
         verify_checksum(bad, entry)
 
 
+@pytest.mark.slow
 def test_manifest_of_another_schema_is_refused(exported_run: Path, tmp_path):
     doc = json.loads((exported_run / "export" / "manifest.json").read_text())
     doc["schema_version"] = 99
@@ -91,6 +98,7 @@ def _export(run: Path, formats: str, **kw):
     return export_run(ExportSettings(run=str(run), formats=formats, calibration_images=32, **kw))
 
 
+@pytest.mark.slow
 def test_up_to_date_artifacts_are_skipped_unless_forced(run_copy: Path):
     f = run_copy / "export" / "onnx_fp32.onnx"
     before = f.stat().st_mtime_ns
@@ -102,6 +110,7 @@ def test_up_to_date_artifacts_are_skipped_unless_forced(run_copy: Path):
     verify_checksum(f, load_manifest(run_copy / "export").entry("onnx_fp32"))
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_format_and_keeps_the_others(run_copy: Path, monkeypatch, capsys):
     import export.run
     from export.cli import main
@@ -120,6 +129,7 @@ def test_gate_refuses_a_format_and_keeps_the_others(run_copy: Path, monkeypatch,
     assert "onnx_int8" not in m.formats and "onnx_fp32" in m.formats and "tflite_int8" in m.formats
 
 
+@pytest.mark.slow
 def test_interrupted_export_publishes_nothing_and_rerun_finishes(run_copy: Path, monkeypatch):
     import export.onnx
 
@@ -127,7 +137,7 @@ def test_interrupted_export_publishes_nothing_and_rerun_finishes(run_copy: Path,
     (exp / "onnx_fp32.onnx").unlink()
     manifest_before = (exp / "manifest.json").read_bytes()
 
-    def killed(model, calibration, path, opset):
+    def killed(model, calibration, path, onnx_opset):
         Path(path).write_bytes(b"half a model")
         raise KeyboardInterrupt
 
@@ -145,18 +155,11 @@ def test_interrupted_export_publishes_nothing_and_rerun_finishes(run_copy: Path,
     verify_checksum(exp / "onnx_fp32.onnx", load_manifest(exp).entry("onnx_fp32"))
 
 
+@pytest.mark.slow
 def test_run_without_qat_model_skips_qat_formats(run_copy: Path):
     (run_copy / "model_qat.h5").unlink()
     r = _export(run_copy, "tflite_int8_qat,onnx_fp32", force=True)
     assert "no QAT model" in r["skipped"]["tflite_int8_qat"] and r["published"] == ["onnx_fp32"]
-
-
-def test_labels_that_do_not_match_the_model_are_an_error(run_copy: Path):
-    from export.run import ExportError
-
-    (run_copy / "labels.txt").write_text("cat\ndog\n")
-    with pytest.raises(ExportError, match=r"labels\.txt lists 2 labels but the model has 3 outputs"):
-        _export(run_copy, "tflite_fp32")
 
 
 def test_missing_run_and_unknown_format_are_clear_errors(tmp_path, capsys):
@@ -166,3 +169,61 @@ def test_missing_run_and_unknown_format_are_clear_errors(tmp_path, capsys):
     assert "nope not found: pass --run runs/NAME" in capsys.readouterr().out
     assert main(["--run", str(tmp_path), "--formats", "tflite_int4"]) == 2
     assert "unknown format tflite_int4: choose from all, tflite_fp32" in capsys.readouterr().out
+
+
+def _model_with(layer=None, size: int = 8):
+    import tf_keras as keras
+
+    x = inputs = keras.Input((size, size, 3), name="image")
+    if layer is not None:
+        x = layer(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def test_manifest_preprocessing_is_read_from_the_model():
+    """What the model's own preprocessing layer does, from its config: train's MobileNetV2, and any other scale."""
+    import tf_keras as keras
+
+    from export.errors import ExportError
+    from export.preprocessing import preprocessing_of
+    from train.model import PREPROCESS_NAME, build_model
+
+    model = build_model(3, 32, alpha=0.35, weights="none")
+    cfg = model.get_layer(PREPROCESS_NAME).get_config()
+    assert (cfg["scale"] * 127.5, cfg["offset"]) == pytest.approx((1.0, -1.0))
+    p = preprocessing_of(model)
+    assert p.normalization == "inside the model (Rescaling 1/127.5, offset -1: 0-255 becomes [-1, 1])"
+    assert (p.color_order, p.input_range, p.layout) == ("RGB", [0.0, 255.0], "NHWC")
+    other = preprocessing_of(_model_with(keras.layers.Rescaling(1 / 255, name=PREPROCESS_NAME)))
+    assert other.normalization == "inside the model (Rescaling 1/255, offset 0: 0-255 becomes [0, 1])"
+    with pytest.raises(ExportError, match=r"m\.keras has no 'preprocess' layer.*python -m train"):
+        preprocessing_of(_model_with(), "m.keras")
+
+
+def test_vgg16_preprocessing_is_read_from_its_convolution():
+    from export.preprocessing import preprocessing_of
+    from train.model import build_model
+
+    p = preprocessing_of(build_model(3, 32, backbone="vgg16", weights="none"))
+    want = "inside the model (fixed 1x1 convolution: RGB to BGR, minus the means [103.939, 116.779, 123.68])"
+    assert p.normalization == want
+
+
+def test_labels_are_checked_against_the_model_outputs(tmp_path):
+    from export.errors import ExportError
+    from export.run import read_labels
+
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    assert read_labels(tmp_path, _model_with()) == ["cat", "dog", "bird"]
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    with pytest.raises(ExportError, match=r"labels\.txt lists 2 labels but the model has 3 outputs"):
+        read_labels(tmp_path, _model_with())
+
+
+def test_a_run_without_its_float_model_is_one_clear_error(tmp_path):
+    from export.errors import ExportError
+    from export.run import load_models
+
+    with pytest.raises(ExportError, match=r"model_float\.keras not found: .*re-run `python -m train`"):
+        load_models(tmp_path, need_qat=True)

@@ -1,19 +1,22 @@
-"""Training: outputs of a real (tiny) run, resume after an interruption, settings guards, backbones."""
+"""Training: outputs of a real (tiny) run, resume after an interruption, settings guards, backbones, and the steps
+of a run that can be checked without training (settings.json written once, history, warm-up)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, tiny_settings
+from conftest import REPO, tiny_settings, write_folder
 from PIL import Image
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(trained_run: Path):
     outputs = ("settings.json", "labels.txt", "model_float.keras", "model_qat.h5", "history.csv", "metrics.json",
                "learning_curves.png", "confusion_matrix.png", "samples.png", "splits.json", "skipped.txt")  # fmt: skip
@@ -32,8 +35,10 @@ def test_run_writes_every_output(trained_run: Path):
     assert {"precision", "recall", "f1-score"} <= set(metrics["per_class_float"]["red"])
     settings = json.loads((trained_run / "settings.json").read_text())
     assert settings["weights_used"] == "none" and settings["image_size"] == 32
+    assert settings["settings_sha256"] == metrics["settings_sha256"]
 
 
+@pytest.mark.slow
 def test_history_has_all_three_phases(trained_run: Path):
     with open(trained_run / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -43,6 +48,7 @@ def test_history_has_all_three_phases(trained_run: Path):
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
 
 
+@pytest.mark.slow
 def test_plots_are_real_images(trained_run: Path):
     for name in ("learning_curves.png", "confusion_matrix.png", "samples.png"):
         with Image.open(trained_run / name) as im:
@@ -50,27 +56,34 @@ def test_plots_are_real_images(trained_run: Path):
             assert np.asarray(im.convert("L")).std() > 5, f"{name} is blank"
 
 
+@pytest.mark.slow
 def test_unreadable_file_is_skipped_and_listed(trained_run: Path):
     lines = (trained_run / "skipped.txt").read_text().splitlines()
     assert len(lines) == 1 and lines[0].split("\t")[0].endswith("red/broken.jpg")
     assert "notes.txt" not in (trained_run / "splits.json").read_text()
 
 
+@pytest.mark.slow
 def test_latest_points_at_the_newest_run(trained_run: Path):
     latest = trained_run.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == trained_run.resolve()
 
 
-def test_rerun_of_a_finished_run_does_not_train_again(trained_run: Path, color_folder, capsys):
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_does_not_train_again(trained_run: Path, color_folder, tmp_path, capsys):
     from train.run import run_training
 
-    before = (trained_run / "model_float.keras").stat().st_mtime_ns
-    metrics = run_training(tiny_settings(color_folder, trained_run))
+    run = tmp_path / "tiny"  # a copy: the session run is shared, and a rerun relinks the "latest" beside it
+    shutil.copytree(trained_run, run, symlinks=True)
+    before = (run / "model_float.keras").stat().st_mtime_ns
+    metrics = run_training(tiny_settings(color_folder, run))
     assert "already complete" in capsys.readouterr().out
-    assert (trained_run / "model_float.keras").stat().st_mtime_ns == before
-    assert metrics == json.loads((trained_run / "metrics.json").read_text())
+    assert (run / "model_float.keras").stat().st_mtime_ns == before
+    assert metrics == json.loads((run / "metrics.json").read_text())
+    assert (tmp_path / "latest").resolve() == run.resolve()
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_folder_are_refused(trained_run: Path, color_folder):
     from train.run import RunError, run_training
 
@@ -156,6 +169,89 @@ def test_fine_tune_freezes_bottom_and_batchnorm():
     assert not any(layer.trainable for layer in layers if isinstance(layer, keras.layers.BatchNormalization))
 
 
+def test_settings_json_is_written_once_after_the_model_is_built(tmp_path, monkeypatch):
+    """Offline, --weights imagenet falls back to random init: settings.json, written once, says so."""
+    import train.run as tr
+    from train.runfolder import is_training_run
+    from train.settings import load_run_settings, resolve
+
+    _offline(monkeypatch)
+    data = write_folder(tmp_path / "data", n_per_class=6)
+    s = tiny_settings(data, tmp_path / "run", weights="imagenet")
+    writes, existed_at_build = [], []
+    real_build, real_write = tr.build, tr.write_run_settings
+
+    def build(*a):
+        existed_at_build.append((tmp_path / "run" / "settings.json").exists())
+        return real_build(*a)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a):
+        raise Stop
+
+    monkeypatch.setattr(tr, "build", build)
+    monkeypatch.setattr(tr, "write_run_settings", lambda *a: writes.append(a) or real_write(*a))
+    monkeypatch.setattr(tr, "train_float", stop)  # everything up to phase 1, then stop
+    with pytest.raises(Stop):
+        tr.run_training(s)
+    assert existed_at_build == [False] and len(writes) == 1
+    doc = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert doc["weights_used"] == "none" and doc["weights"] == "imagenet"
+    assert doc["settings_sha256"] == resolve(s).sha256() and is_training_run(tmp_path / "run")
+    rs = load_run_settings(tmp_path / "run")
+    assert rs.weights_used == "none" and rs.settings == resolve(s)
+    assert (tmp_path / "run" / "labels.txt").read_text().split() == ["blue", "green", "red"]
+
+
+def test_settings_json_of_an_older_version_still_loads_and_matches(tmp_path):
+    """Before max_steps_per_epoch went (it was always 0) and weights_used was recorded: same hash, asked-for weights."""
+    import hashlib
+
+    from train.runfolder import previous_run
+    from train.settings import load_run_settings, resolve
+
+    s = resolve(tiny_settings(tmp_path / "data", tmp_path / "run"))
+    old = dict(s.to_dict(), max_steps_per_epoch=0)
+    hashed = {k: v for k, v in old.items() if k not in ("out", "strategy", "logical_cpus", "cache_dir")}
+    old["settings_sha256"] = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "settings.json").write_text(json.dumps(old))
+    assert s.sha256() == old["settings_sha256"]
+    rs = load_run_settings(tmp_path / "run")
+    assert rs.settings == s and rs.weights_used == "none"
+    assert previous_run(s, force=False) is False  # the same run, unfinished: it resumes, it is not refused
+
+
+def test_history_keeps_the_last_of_a_resumed_epoch_and_the_phase_handovers(tmp_path):
+    from train.report import first_epoch_accuracy, history_rows, write_history
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    head = "epoch,accuracy,loss,val_accuracy,val_loss\n"
+    (logs / "phase1.csv").write_text(head + "0,0.5,1.0,0.5,1.0\n1,0.6,0.9,0.6,0.9\n1,0.8,0.7,0.7,0.8\n")  # 1 resumed
+    (logs / "phase2.csv").write_text(head + "2,0.75,0.8,0.7,0.8\n3,0.9,0.5,0.8,0.6\n")
+    rows = history_rows(tmp_path)
+    assert [(r["phase"], r["epoch"], r["accuracy"]) for r in rows] == [
+        ("phase1", "0", "0.5"), ("phase1", "1", "0.8"), ("phase2", "2", "0.75"), ("phase2", "3", "0.9")
+    ]  # fmt: skip
+    assert first_epoch_accuracy(rows) == {"phase2": {"previous_last": 0.8, "first": 0.75, "drop_points": 5.0}}
+    write_history(rows, tmp_path / "history.csv")
+    with open(tmp_path / "history.csv") as f:
+        written = list(csv.DictReader(f))
+    assert list(written[0]) == ["phase", "epoch", "accuracy", "loss", "val_accuracy", "val_loss"] and len(written) == 4
+
+
+def test_warmup_is_a_tenth_of_the_phase_at_most_an_epoch():
+    from train.phases import FitContext
+
+    ctx = FitContext(run=Path("r"), strategy=None, train=None, val=None, test=None, class_weight=None, patience=5,
+                     steps_per_epoch=20)  # fmt: skip
+    assert [ctx.warmup_steps(e) for e in (1, 3, 8, 30)] == [2, 6, 16, 20]
+    assert FitContext(**{**ctx.__dict__, "steps_per_epoch": 2}).warmup_steps(1) == 1  # never 0 steps
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_where_it_stopped(color_folder, tmp_path, monkeypatch, capsys):
     """Ctrl-C in phase 1 epoch 2, then the same command again: it resumes at epoch 2, not at 0.
@@ -164,6 +260,7 @@ def test_interrupted_run_resumes_where_it_stopped(color_folder, tmp_path, monkey
     """
     import tf_keras as keras
 
+    import train.phases
     import train.run as tr
 
     _offline(monkeypatch)
@@ -178,8 +275,8 @@ def test_interrupted_run_resumes_where_it_stopped(color_folder, tmp_path, monkey
                 Interrupt.fired = True
                 raise KeyboardInterrupt
 
-    real = tr._callbacks
-    monkeypatch.setattr(tr, "_callbacks", lambda run, phase: real(run, phase) + [Interrupt()])
+    real = train.phases.callbacks
+    monkeypatch.setattr(train.phases, "callbacks", lambda run, phase: real(run, phase) + [Interrupt()])
     s = tiny_settings(color_folder, tmp_path / "r", weights="imagenet", epochs=3, patience=5)
     with pytest.raises(SystemExit) as e:
         tr.run_training(s)

@@ -7,6 +7,7 @@ another task, and the first test proves its features carry over before the other
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,10 +182,12 @@ def test_warmup_ramps_then_holds():
 
 
 @pytest.mark.slow
-def test_int8_comparison_reproduces_export_and_names_the_worst_layers(transfer_run: Path):
+def test_int8_comparison_reproduces_export_and_names_the_worst_layers(transfer_run: Path, tmp_path):
     from export.int8_compare import compare_int8
 
-    doc = compare_int8(transfer_run, float_layers=(3,), only=("ptq", "ptq_float_3", "onnx_int8"))
+    run = tmp_path / transfer_run.name  # a copy: the comparison writes into the run's export/, shared by the session
+    shutil.copytree(transfer_run, run, symlinks=True)
+    doc = compare_int8(run, float_layers=(3,), only=("ptq", "ptq_float_3", "onnx_int8"))
     v = doc["variants"]
     assert set(v) == {"ptq", "ptq_float_3", "onnx_int8"}
     assert not [k for k, row in v.items() if "error" in row], v
@@ -197,4 +200,4 @@ def test_int8_comparison_reproduces_export_and_names_the_worst_layers(transfer_r
     worst = doc["worst_layers"]
     assert len(worst) >= 10 and worst[0]["rmse_per_scale"] >= worst[-1]["rmse_per_scale"] > 0
     for name in ("int8_comparison.md", "int8_comparison.json", "int8_layer_error.png"):
-        assert (transfer_run / "export" / name).stat().st_size > 0
+        assert (run / "export" / name).stat().st_size > 0

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     force = args.pop("force")
     settings = TrainSettings(**{f.name: args[f.name] for f in dataclasses.fields(TrainSettings) if f.name in args})
-    from train.data import DataError
+    from train.errors import DataError
     from train.run import RunError, run_training
     from train.settings import SettingsError
 

@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from contracts.atomic import write_json
+from contracts.console import first_line
 from contracts.preprocess import IMAGE_SUFFIXES, resize_rgb
+from train.errors import DataError
 
 SPLITS = ("train", "val", "test")
-
-
-class DataError(Exception):
-    """The dataset cannot be used as given; the message names the folder and the fix."""
 
 
 @dataclass
@@ -70,7 +68,7 @@ def decode_image(path: str | Path) -> np.ndarray:
     # A corrupt header can declare billions of pixels: Pillow refuses it with DecompressionBombError, which
     # is not an OSError, and it is a bad file like any other.
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-        reason = "empty file" if Path(path).stat().st_size == 0 else (str(e).split("\n")[0] or type(e).__name__)
+        reason = "empty file" if Path(path).stat().st_size == 0 else first_line(e)
         raise ValueError(f"{path} is not a readable image ({reason})") from None
 
 

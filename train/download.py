@@ -5,7 +5,7 @@
 `prepare_cats_vs_dogs()` returns `<cache>/cats_vs_dogs/PetImages` with one folder per class (Cat, Dog),
 ready for `train.data.scan_folder`. The archive is the one TensorFlow Datasets' `cats_vs_dogs` builder
 reads; the files the Keras example drops as corrupt (no JFIF marker, empty, Thumbs.db) are never extracted,
-and are listed in `<cache>/cats_vs_dogs/filtered.txt` instead. Standard library only (plus train.data for
+and are listed in `<cache>/cats_vs_dogs/filtered.txt` instead. Standard library only (plus train.errors for
 its error type), so it runs without TensorFlow.
 """
 
@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from contracts.atomic import write_json, write_text
-from train.data import DataError
+from train.errors import DataError
 
 # tensorflow/datasets cats_vs_dogs._URL: Microsoft moved the archive from kagglecatsanddogs_3367a.zip
 # (now 404) to this one in 2022.

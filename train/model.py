@@ -7,12 +7,12 @@ exported artifact takes plain 0-255 RGB pixels, and tensorflow-model-optimizatio
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import tf_keras as keras
 
+from contracts.console import first_line
 from train.settings import SettingsError
 
 AUGMENT_PREFIX = "augment_"
@@ -104,14 +104,14 @@ def build_model(
         base = _backbone(x, backbone, image_size, alpha, keras_weights)
     except Exception as e:  # keras raises URLError/HTTPError/OSError/ValueError when the download fails
         if keras_weights not in (None, "imagenet"):
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise SettingsError(
-                f"--weights {weights} does not fit {backbone} (alpha {alpha:g}) at {image_size}x{image_size}: {first}; "
+                f"--weights {weights} does not fit {backbone} (alpha {alpha:g}) at {image_size}x{image_size}: "
+                f"{first_line(e)}; "
                 "pass the --backbone and --alpha the file was saved with"
             ) from None
         if weights != "imagenet":
             raise
-        raise WeightsUnavailable(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise WeightsUnavailable(f"{type(e).__name__}: {first_line(e)}") from e
     y = keras.layers.GlobalAveragePooling2D(name=HEAD_PREFIX + "pool")(base.output)
     y = keras.layers.Dropout(dropout, name=HEAD_PREFIX + "dropout")(y)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name=HEAD_PREFIX + "probs")(y)
@@ -166,7 +166,3 @@ def set_trainable(model: keras.Model, phase: str, backbone: str, fine_tune_from:
     for i, layer in enumerate(layers):
         layer.trainable = i >= idx and not isinstance(layer, keras.layers.BatchNormalization)
     return f"backbone layers {idx}-{len(layers) - 1} of {len(layers)} train (from {names[idx]}), BatchNorm frozen"
-
-
-def weights_cache_hint() -> str:
-    return os.path.join(os.path.expanduser("~"), ".keras", "models")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from contracts.atomic import atomic_path, write_json
+from contracts.console import log
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts the idx files
 FASHION_FILES = {
@@ -68,10 +69,6 @@ class PretrainSettings:
     def path(self) -> Path:
         root = Path(self.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "edge-toolkit", "backbones"))
         return root / f"{self.name}.h5"
-
-
-def _log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -136,7 +133,7 @@ def pretrain_backbone(s: PretrainSettings, force: bool = False) -> Path:
     """
     out = s.path()
     if out.is_file() and out.with_suffix(".json").is_file() and not force:
-        _log(f"pretrained backbone: {out} (cached)")
+        log(f"pretrained backbone: {out} (cached)")
         return out
     x_train, y_train = load_fashion_mnist("train", s.source_dir)
     x_test, y_test = load_fashion_mnist("test", s.source_dir)
@@ -151,7 +148,7 @@ def pretrain_backbone(s: PretrainSettings, force: bool = False) -> Path:
     train = _to_rgb(x_train[idx], s.image_size)
     test_idx = _stratified(y_test, max(1000, s.images // 10), s.seed)
     test = _to_rgb(x_test[test_idx], s.image_size)
-    _log(f"pretraining MobileNetV2 a{s.alpha:g} at {s.image_size} px on {len(train)} Fashion-MNIST images, "
+    log(f"pretraining MobileNetV2 a{s.alpha:g} at {s.image_size} px on {len(train)} Fashion-MNIST images, "
          f"{s.epochs} epochs (cached as {out.name})")  # fmt: skip
     # uint8 in the dataset (4x less memory than float32), cast per batch
     ds = (
@@ -168,7 +165,7 @@ def pretrain_backbone(s: PretrainSettings, force: bool = False) -> Path:
     model.fit(ds, epochs=s.epochs, verbose=1 if sys.stdout.isatty() else 2)
     probs = model.predict(test.astype(np.float32), batch_size=128, verbose=0)
     top1 = float(np.mean(probs.argmax(1) == y_test[test_idx]))
-    _log(f"pretrained backbone: Fashion-MNIST test top-1 {top1:.4f} on {len(test)} images, {time.time() - t0:.0f} s")
+    log(f"pretrained backbone: Fashion-MNIST test top-1 {top1:.4f} on {len(test)} images, {time.time() - t0:.0f} s")
 
     # Saved the way Keras saves its ImageNet no-top files, so MobileNetV2(weights=FILE) loads it by topology.
     base = keras.applications.MobileNetV2(
@@ -185,7 +182,7 @@ def pretrain_backbone(s: PretrainSettings, force: bool = False) -> Path:
         dict(dataclasses.asdict(s), recipe_sha256=s.recipe_sha256(), task="fashion-mnist",
              fashion_test_top1=round(top1, 4), n_test=len(test), seconds=round(time.time() - t0, 1)),
     )  # fmt: skip
-    _log(f"pretrained backbone: {out}")
+    log(f"pretrained backbone: {out}")
     return out
 
 

@@ -1,8 +1,10 @@
-"""What a person looks at after training: learning curves, confusion matrix, sample predictions, metrics."""
+"""What a person looks at after training: the history of every epoch, learning curves, confusion matrix, sample
+predictions, per-class metrics."""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,8 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report  # noqa: E402
 
-from contracts.atomic import atomic_path  # noqa: E402
+from contracts.atomic import atomic_path, write_text  # noqa: E402
 
+PHASES = ("phase1", "phase2", "phase3")
+HISTORY_COLUMNS = ("phase", "epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 PHASE_TITLES = {"phase1": "1: head", "phase2": "2: fine-tune", "phase3": "3: QAT"}
 # Without pretrained weights phases 1 and 2 train the whole network: the plot must not claim otherwise.
 PHASE_TITLES_SCRATCH = {"phase1": "1: all layers", "phase2": "2: all, lower lr", "phase3": "3: QAT"}
@@ -26,10 +30,41 @@ def save_figure(fig, path: str | Path) -> None:
 
 
 def read_history(path: str | Path) -> list[dict]:
+    """The rows of one phase's CSVLogger file (logs/PHASE.csv); [] if the phase never ran."""
     if not Path(path).is_file():
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def history_rows(run: str | Path) -> list[dict]:
+    """Every epoch of the three phases in order, each row with its "phase"; an epoch run twice (resumed) once."""
+    rows = []
+    for phase in PHASES:
+        by_epoch = {r["epoch"]: r for r in read_history(Path(run) / "logs" / f"{phase}.csv")}  # resumed: last wins
+        rows += [dict(r, phase=phase) for _, r in sorted(by_epoch.items(), key=lambda kv: int(kv[0]))]
+    return rows
+
+
+def write_history(rows: list[dict], path: str | Path) -> None:
+    """history.csv: HISTORY_COLUMNS, one row per epoch."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def first_epoch_accuracy(rows: list[dict]) -> dict:
+    """Training accuracy of each phase's last and first epochs, and the drop where one phase hands over."""
+    out = {}
+    for prev, phase in zip(PHASES, PHASES[1:]):
+        a = [float(r["accuracy"]) for r in rows if r["phase"] == prev]
+        b = [float(r["accuracy"]) for r in rows if r["phase"] == phase]
+        if a and b:
+            out[phase] = {"previous_last": round(a[-1], 4), "first": round(b[0], 4),
+                          "drop_points": round((a[-1] - b[0]) * 100, 2)}  # fmt: skip
+    return out
 
 
 def plot_learning_curves(rows: list[dict], path: str | Path, pretrained: bool = True, qat_start=None) -> None:

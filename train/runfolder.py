@@ -1,8 +1,8 @@
 """The run folder: what counts as a training run, what --force may delete, and the runs/latest link.
 
 Destructive steps touch only what `python -m train` made: --force replaces a folder only if it is a training
-run (its settings.json carries the settings hash train writes), only after the data has been read, and never a
-folder that holds the dataset; runs/latest is replaced only while it is a symlink.
+run (its settings.json carries the settings hash train writes), only after the data has been read and the model
+built, and never a folder that holds the dataset; runs/latest is replaced only while it is a symlink.
 """
 
 from __future__ import annotations
@@ -12,19 +12,23 @@ import os
 import shutil
 from pathlib import Path
 
-from train.settings import TrainSettings
+from contracts.atomic import why_unwritable
+from train.settings import SETTINGS_FILE, TrainSettings
 
 
 class RunError(Exception):
     """The run folder cannot be used as asked; the message says what to pass instead."""
 
 
-MARKER = "settings.json"  # written by train with a "settings_sha256" key: the mark of a training run
+# The mark of a training run: train.settings.write_run_settings() writes it, with a "settings_sha256" key, before
+# anything else goes into a new run folder; so a folder without it is empty or not ours.
+MARKER = SETTINGS_FILE
 FLOAT_MODEL = "model_float.keras"
 QAT_MODEL = "model_qat.h5"
 
 
 def is_training_run(folder: Path) -> bool:
+    """Whether the folder's settings.json is one train wrote (an object with a settings hash)."""
     try:
         doc = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
@@ -44,13 +48,8 @@ def check_out_folder(s: TrainSettings, force: bool) -> None:
         RunError: --out is a file, holds or lies inside the dataset, or is a non-empty folder that train did not make.
     """
     run = s.run_dir
-    if run.exists() and not run.is_dir():
-        raise RunError(f"--out {run} is a file, not a folder: pass --out runs/NEW_NAME")
-    nearest = next(p for p in (run, *run.absolute().parents) if p.exists())
-    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
-        what = "is a file" if not nearest.is_dir() else "is not writable"
-        raise RunError(f"--out {run} cannot be written ({nearest} {what}): pass --out runs/NEW_NAME in a folder you "
-                       "can write")  # fmt: skip
+    if why := why_unwritable(run, kind="folder"):
+        raise RunError(f"--out {run} {why}: pass --out runs/NEW_NAME in a folder you can write")
     data = Path(s.data)
     if data.exists():
         if _inside(data, run):

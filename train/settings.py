@@ -1,4 +1,8 @@
-"""TrainSettings: every choice one training run makes, frozen and saved as runs/NAME/settings.json."""
+"""TrainSettings: every choice one training run makes, frozen and saved as runs/NAME/settings.json.
+
+write_run_settings() writes that file once per training command, with the weights the model was really built from;
+load_run_settings() reads both back (export, benchmarks), load_settings() the settings alone.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.atomic import write_json
+from contracts.console import first_line
+
+SETTINGS_FILE = "settings.json"
 BACKBONES = ("mobilenetv2", "vgg16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -15,6 +23,9 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 # real photos get the size ImageNet weights were made for.
 _DEFAULT_SIZE = {"digits": (96, 0.35)}
 _FALLBACK_SIZE = (224, 1.0)
+# Fields no longer in TrainSettings, at the one value every run had: still hashed, so a run folder made before
+# they went keeps its settings hash (it resumes, or is "already complete", instead of being refused as other settings).
+_RETIRED = {"max_steps_per_epoch": 0}
 
 
 class SettingsError(ValueError):
@@ -50,7 +61,6 @@ class TrainSettings:
     seed: int = 1337
     strategy: str = "default"  # tf.distribute: "default", "mirrored" (all local GPUs) or "multiworker" (TF_CONFIG)
     logical_cpus: int = 0  # split the CPU into N logical devices (to exercise "mirrored" without GPUs); 0 = off
-    max_steps_per_epoch: int = 0  # cap on training steps per epoch (tests); 0 = the whole training split
     cache_dir: str = ""  # where downloads are cached; "" = ~/.cache/edge-toolkit
 
     @property
@@ -67,6 +77,7 @@ class TrainSettings:
     def sha256(self) -> str:
         """Hash of everything that shapes the model (not where it is written or how it is distributed)."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("out", "strategy", "logical_cpus", "cache_dir")}
+        d.update(_RETIRED)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -100,22 +111,42 @@ def resolve(settings: TrainSettings) -> TrainSettings:
     return s
 
 
-def load_settings(run_dir: str | Path) -> TrainSettings:
-    """Reads runs/NAME/settings.json back (export and benchmarks use it), validated field by field.
+@dataclass(frozen=True)
+class RunSettings:
+    """What runs/NAME/settings.json holds: the resolved settings and the weights the model was built from."""
+
+    settings: TrainSettings
+    weights_used: str  # "imagenet", "none" (asked for, or ImageNet could not be downloaded), or a weights file
+
+
+def write_run_settings(run_dir: str | Path, s: TrainSettings, weights_used: str) -> Path:
+    """Writes runs/NAME/settings.json (atomically), once the model is built and the weights it used are known.
+
+    Its "settings_sha256" key is what marks a folder as a training run (train.runfolder), so nothing else is
+    written into a new run folder before it.
+    """
+    return write_json(Path(run_dir) / SETTINGS_FILE, dict(s.to_dict(), settings_sha256=s.sha256(),
+                                                          weights_used=weights_used))  # fmt: skip
+
+
+def load_run_settings(run_dir: str | Path) -> RunSettings:
+    """Reads runs/NAME/settings.json back, validated field by field; unknown keys (older versions') are ignored.
+
+    A settings.json from before weights_used was recorded gives the weights asked for.
 
     Raises:
         FileNotFoundError: no settings.json (not a training run).
         SettingsError: one line naming the file and what is wrong: not JSON, not an object, a field of the wrong
             type, or a value resolve() would refuse.
     """
-    p = Path(run_dir) / "settings.json"
+    p = Path(run_dir) / SETTINGS_FILE
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: {run_dir} is not a finished training run; run `python -m train` first")
     fix = "restore the file train wrote, or train the run again with --force"
     try:
         d = json.loads(p.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise SettingsError(f"{p} is not valid JSON ({str(e).splitlines()[0]}): {fix}") from None
+        raise SettingsError(f"{p} is not valid JSON ({first_line(e)}): {fix}") from None
     if not isinstance(d, dict):
         raise SettingsError(f"{p} holds a JSON {type(d).__name__}, not the settings object train writes: {fix}")
     for f in dataclasses.fields(TrainSettings):
@@ -131,4 +162,12 @@ def load_settings(run_dir: str | Path) -> TrainSettings:
         resolve(s)
     except SettingsError as e:
         raise SettingsError(f"{p}: {e}; {fix}") from None
-    return s
+    weights_used = d.get("weights_used", s.weights)
+    if not isinstance(weights_used, str):
+        raise SettingsError(f"{p}: weights_used is {weights_used!r}, not a str: {fix}")
+    return RunSettings(settings=s, weights_used=weights_used)
+
+
+def load_settings(run_dir: str | Path) -> TrainSettings:
+    """The settings part of load_run_settings() (which see, for what it raises)."""
+    return load_run_settings(run_dir).settings

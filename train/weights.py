@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from contracts.console import first_line
 from train.settings import SettingsError
 
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # the widths Keras publishes ImageNet weights for
@@ -78,7 +79,7 @@ def check_weights_file(path: str | Path, backbone: str, alpha: float) -> str:
                     w = g[n].attrs["weight_names"][0]
                     shapes[n] = g[n][w.decode() if isinstance(w, bytes) else w].shape
     except (OSError, KeyError, ValueError) as e:
-        raise SettingsError(f"{flag} is truncated or corrupt ({str(e).splitlines()[0]}); copy the file again") from None
+        raise SettingsError(f"{flag} is truncated or corrupt ({first_line(e)}); copy the file again") from None
     if not names:
         raise SettingsError(f"{flag} holds no Keras layer weights; pass a file written by model.save_weights() "
                             "or a Keras applications no-top file")  # fmt: skip
