@@ -1,7 +1,7 @@
 """Result rows: one flat dict per artifact x runtime x threads x device, written as CSV and JSON, read back to merge.
 
 A row that could not be measured still exists, with an `error` field saying why (timm's benchmark rows), so a
-broken artifact shows up in the table instead of ending the run. Standard library only, so the device-side
+broken artifact shows up in the table instead of ending the run. Standard library and contracts only, so the device-side
 benchmarks.device.latency can write the same rows.
 
     save_results(out_dir, rows, meta)        # results.csv + results.json, each written atomically
@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from contracts.atomic import write_json, write_text
+from contracts.console import first_line
 
 # The columns, in table order. Latencies are milliseconds inside the runtime (no pre- or postprocessing);
 # the loop_* columns are the whole camera loop (edge.app) on a 640x480 video.
@@ -67,7 +68,7 @@ def new_row(device: str, format_name: str, runtime: str, threads: int | None, **
 
 def add_error(row: dict, stage: str, err: BaseException | str) -> None:
     """Appends "stage: message" (the message's first line) to the row's error field."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err)
     msg = f"{stage}: {text}" if stage else text
     row["error"] = f"{row['error']}; {msg}" if row.get("error") else msg
 
