@@ -17,7 +17,8 @@ import numpy as np
 from benchmarks import accuracy
 from benchmarks.compare import comparisons, devices
 from benchmarks.device import loop
-from benchmarks.device.latency import default_device_name, device_meta, time_rows
+from benchmarks.device.latency import time_rows
+from benchmarks.device.machine import default_device_name, device_meta
 from benchmarks.device.rows import add_error, format_table, load_rows, new_row, row_key, save_results
 from benchmarks.settings import BenchError, BenchSettings, check_settings
 from contracts.atomic import write_json, write_text

@@ -4,7 +4,7 @@
 
 The default model is the first of contracts.formats.BUNDLE_PREFERENCE the manifest lists (only artifacts that
 passed export's parity gate are in it): tflite_int8_qat, else tflite_int8, else tflite_fp32. The tarball holds
-one folder, NAME-edge/, with the Python source of what the Pi runs (_shipped_files(): contracts/, edge/,
+one folder, NAME-edge/, with the Python source of what the Pi runs (shipped_files(): contracts/, edge/,
 benchmarks/device/ and benchmarks/__init__.py, whole packages), model/ (the artifact and a manifest listing only
 it), requirements-edge.txt, requirements-edge-armv7.txt, and install.sh, edge-classifier.service and README.md
 filled in from deploy/templates/.
@@ -55,7 +55,7 @@ def _render(template: str, values: dict[str, str]) -> str:
     return template
 
 
-def _shipped_files() -> list[Path]:
+def shipped_files() -> list[Path]:
     """Every .py file the device needs: SHIPPED_PACKAGES whole (no caches, no templates, no tests) and SHIPPED_FILES."""
     files = [REPO / f for f in SHIPPED_FILES]
     for package in SHIPPED_PACKAGES:
@@ -109,7 +109,7 @@ def build_bundle(options: BundleOptions) -> Path:
     bundled_manifest = json.dumps(manifest.with_artifacts([entry]).to_dict(), indent=2) + "\n"
     out = Path(options.out) / f"{top}.tar.gz"
     with atomic_path(out) as tmp, tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-        files = _shipped_files()
+        files = shipped_files()
         folders = sorted({p.relative_to(REPO).parent for p in files} | {Path("model")})
         for d in [top] + [f"{top}/{f.as_posix()}" for f in folders]:
             _add_dir(tar, d, now)

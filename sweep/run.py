@@ -210,7 +210,7 @@ def run_sweep(s: SweepSettings, train_base=None) -> dict:
     Raises:
         SweepError: a flag or a --merge file is unusable.
     """
-    from benchmarks.device.latency import default_device_name
+    from benchmarks.device.machine import default_device_name
     from contracts.atomic import write_json
 
     s = resolve(s)

@@ -113,6 +113,6 @@ def _with_float_counterparts(wanted: list) -> list:
 
 
 def _host_cores() -> int:
-    from benchmarks.device.latency import cpu_count
+    from benchmarks.device.machine import cpu_count
 
     return cpu_count()

@@ -361,9 +361,9 @@ def import_blocker(folder: str | Path, blocked: tuple[str, ...], log: str | Path
 def copy_shipped(folder: str | Path) -> Path:
     """Copies the Python files deploy.bundle ships (contracts/, edge/, benchmarks/device/, benchmarks/__init__.py) into
     folder, as a bundle holds them, and nothing else of the repository; returns folder."""
-    from deploy.bundle import _shipped_files
+    from deploy.bundle import shipped_files
 
-    for f in _shipped_files():
+    for f in shipped_files():
         dest = Path(folder) / f.relative_to(REPO)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, dest)

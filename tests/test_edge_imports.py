@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from edge_model import REPO
 
-from deploy.bundle import SHIPPED_PACKAGES, _shipped_files
+from deploy.bundle import SHIPPED_PACKAGES, shipped_files
 
 FORBIDDEN = {"tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "sklearn", "matplotlib"}
 ONNX_ONLY_IN = {"contracts/runners/onnx.py"}
@@ -34,7 +34,7 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-FILES = _shipped_files()
+FILES = shipped_files()
 
 
 def _rel(p: Path) -> str:

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.device.latency import default_device_name, device_meta
 from benchmarks.device.loop import synthetic_frames, write_video
+from benchmarks.device.machine import default_device_name, device_meta
 from benchmarks.device.sampling import Sampler, summarize
 from benchmarks.device.settings import BenchError
 from contracts.atomic import why_unwritable, write_json
