@@ -45,7 +45,8 @@ def check_out_folder(s: TrainSettings, force: bool) -> None:
     """Refuses an --out that is not safe to write (or, with --force, to delete), before anything is read or written.
 
     Raises:
-        RunError: --out is a file, holds or lies inside the dataset, or is a non-empty folder that train did not make.
+        RunError: --out is a file or cannot be written (contracts.atomic.why_unwritable), holds or lies inside the
+            dataset, or is a non-empty folder that train did not make.
     """
     run = s.run_dir
     if why := why_unwritable(run, kind="folder"):
