@@ -31,7 +31,7 @@ def keras_reference(run_dir: str | Path, rgb: np.ndarray) -> np.ndarray:
         ImportError: TensorFlow / tf-keras is not installed (the caller falls back to tflite_fp32).
         FileNotFoundError: the run has no float model file.
     """
-    from train.run import FLOAT_MODEL
+    from train.runfolder import FLOAT_MODEL
 
     path = Path(run_dir) / FLOAT_MODEL
     if not path.is_file():

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parses flags, runs the benchmark; returns the exit code (see the module docstring)."""
     a = build_parser().parse_args(argv)
     from benchmarks.run import below_floor, run_benchmarks
-    from train.data import DataError
+    from train.errors import DataError
     from train.settings import SettingsError
 
     try:
