@@ -129,3 +129,15 @@ def pretrained_backbone() -> Path:
 
     _ensure_fashion_mnist()
     return pretrain_backbone(PretrainSettings(**BACKBONE_RECIPE))
+
+
+@pytest.fixture(scope="session")
+def mediapipe_python() -> Path:
+    """The python of a cached venv with MediaPipe Tasks (tests/mediapipe_env.py; minutes to build the first time).
+    Run snippets in it with mediapipe_env.run_in_mediapipe()."""
+    import mediapipe_env
+
+    try:
+        return mediapipe_env.mediapipe_python()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
