@@ -3,7 +3,8 @@
     python -m edge --model runs/NAME/export/tflite_int8.tflite                      # camera 0, in a window
     python -m edge --model MODEL --source video.mp4 --headless > predictions.jsonl
 
-run() checks the model (manifest, sha256, tensors) and the source before it opens any camera, then reads and
+run() checks the model (manifest, sha256, tensors; or, for a model no manifest lists, its metadata or --labels,
+with a warning that nothing was verified) and the source before it opens any camera, then reads and
 preprocesses frames on threads of their own (edge.reader), and classifies them in run_loop() until the source ends,
 --max-frames, q/Esc or Ctrl-C. With --headless, a live source's outage adds a line when it begins and one when it
 ends (event_record), in order between the frame lines. The device-side benchmarks (benchmarks.device.loop and
@@ -34,7 +35,8 @@ log = logging.getLogger("edge")
 class EdgeOptions:
     """Everything one run of the classifier needs; the CLI fills it from flags."""
 
-    model: str  # a .tflite or .onnx artifact; the manifest.json written with it must sit beside it
+    model: str  # a .tflite or .onnx artifact; the manifest.json beside it lists it, or its own metadata describes it
+    labels: str | None = None  # a labels file (one per line) for a model no manifest lists; None: its metadata's
     source: str = (
         "0"  # camera index, /dev/videoN, picamera, video file, image, folder of images, rtsp:// or http:// URL
     )
@@ -119,7 +121,10 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
     if not o.headless:
         check_display()
     threads = resolve_threads(o.threads)
-    classifier = Classifier.from_model(o.model, o.backend, threads, top_k=o.top_k, min_score=o.min_score)
+    classifier = Classifier.from_model(o.model, o.backend, threads, top_k=o.top_k, min_score=o.min_score,
+                                       labels=o.labels)  # fmt: skip
+    if classifier.unverified:
+        log.warning(classifier.unverified)
     live = spec.live if spec is not None else source_live
     every_frame = (not live) if o.every_frame is None else o.every_frame
     window = None if o.headless else Window(o.window_title)

@@ -3,10 +3,11 @@
     python -m edge --model runs/NAME/export/tflite_int8.tflite                    # camera 0, in a window
     python -m edge --model MODEL --source picamera --headless                     # JSON lines on stdout
     python -m edge --model MODEL --source clip.mp4 --record annotated.mp4 --headless
+    python -m edge --model mobilenet_quant.tflite --labels labels.txt --headless   # a model without a manifest
 
-Exit codes: 0 when the source ends, on q/Esc, --max-frames, Ctrl-C or SIGTERM; 2 when the model, its manifest,
-the backend, the source or the --record file cannot be used (one line on stderr naming the file and the fix); 1
-on a crash.
+Exit codes: 0 when the source ends, on q/Esc, --max-frames, Ctrl-C or SIGTERM; 2 when the model, its manifest
+(or its metadata, or the --labels file), the backend, the source or the --record file cannot be used (one line on
+stderr naming the file and the fix); 1 on a crash.
 """
 
 from __future__ import annotations
@@ -54,9 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify a camera stream (or video, images, URL) with an exported model; show the top label, "
         "its score and the FPS on the picture, or print JSON lines.",
         epilog="Everything about the model (input size, dtype, quantization, labels, preprocessing) comes from the "
-        "manifest.json beside it; its sha256 is checked before the camera is opened. Logs go to stderr.",
+        "manifest.json beside it; its sha256 is checked before the camera is opened. A model no manifest lists runs "
+        "on its own metadata (TFLite metadata, ONNX metadata_props) or --labels, unverified (a warning says so). "
+        "Logs go to stderr.",
     )
     p.add_argument("--model", required=True, help="a .tflite or .onnx artifact written by export (or inside a bundle)")
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE",
+        help="for a model no manifest lists: its labels, one per line in output order (default: the labels in the "
+        "model's metadata); normalization still comes from the metadata (none: raw 0-255 pixels)",
+    )
     p.add_argument(
         "--source",
         default="0",
@@ -123,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(a: argparse.Namespace) -> EdgeOptions:
     return EdgeOptions(
-        model=a.model, source=a.source, backend=a.backend, threads=a.threads, top_k=a.top_k, min_score=a.min_score,
-        headless=a.headless, max_frames=a.max_frames, record=a.record, overwrite=a.overwrite,
+        model=a.model, labels=a.labels, source=a.source, backend=a.backend, threads=a.threads, top_k=a.top_k,
+        min_score=a.min_score, headless=a.headless, max_frames=a.max_frames, record=a.record, overwrite=a.overwrite,
         every_frame=a.every_frame, loop=a.loop, print_every=a.print_every, stall_timeout_s=a.stall_timeout,
     )  # fmt: skip
 

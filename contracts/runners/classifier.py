@@ -5,7 +5,9 @@
 
 from_model() checks, before anything runs: the manifest beside the model lists it, the file's sha256 matches,
 and the tensors the runtime reports agree with the manifest (shape, dtype, quantization). int8 inputs are
-quantized and int8 outputs dequantized with the parameters the interpreter itself reports.
+quantized and int8 outputs dequantized with the parameters the interpreter itself reports. A model no manifest
+lists (another tool's, or ours copied alone) runs on its own metadata or a labels file instead, unverified
+(contracts.runners.model_info): `verified` is then False, and edge logs it.
 """
 
 from __future__ import annotations
@@ -71,9 +73,15 @@ class Classifier:
         top_k: int = 3,
         min_score: float = 0.0,
         where: str = "manifest",
+        unverified: str | None = None,
     ):
-        """Checks that the backend's tensors agree with the manifest entry (ManifestError names `where` if not)."""
+        """Checks that the backend's tensors agree with the manifest entry (ManifestError names `where` if not).
+
+        `unverified` says why no manifest checksum was checked and where labels and pixels came from (a model no
+        manifest lists); None: the entry is a real manifest's, and the file matched its sha256.
+        """
         self.backend, self.manifest, self.entry = backend, manifest, entry
+        self.unverified = unverified
         self.labels = list(manifest.labels)
         self.top_k, self.min_score = top_k, min_score
         self._check_preprocessing(where)
@@ -104,19 +112,24 @@ class Classifier:
         *,
         top_k: int = 3,
         min_score: float = 0.0,
+        labels: str | Path | None = None,
     ) -> Classifier:
-        """Opens a model after checking it against the manifest.json beside it.
+        """Opens a model after checking it against the manifest.json beside it, or, when no manifest there lists
+        it, on its own metadata (contracts.runners.model_info; the result's `unverified` says so).
 
         Args:
-            model_path: a .tflite or .onnx artifact written by export.
-            backend: "litert" or "onnxruntime"; None picks the runtime the manifest names for the model.
+            model_path: a .tflite or .onnx artifact written by export, or any image classifier of that kind.
+            backend: "litert" or "onnxruntime"; None picks the runtime the manifest names for the model (or its
+                suffix implies).
             threads: interpreter threads; None lets the runtime choose.
             top_k: categories per result.
             min_score: categories scoring below it are left out; a frame with none left is "unknown".
+            labels: a labels file (one per line) for a model no manifest lists; None: its metadata's labels.
 
         Raises:
-            EdgeError: missing model file, or a backend that cannot run it (BackendError).
-            ManifestError: missing or mismatching manifest, or a checksum mismatch (ChecksumError).
+            EdgeError: missing model file, a backend that cannot run it (BackendError), --labels for a model a
+                manifest lists, or a model no manifest lists without usable labels or metadata.
+            ManifestError: an unreadable or mismatching manifest, or a checksum mismatch (ChecksumError).
         """
         path = Path(model_path)
         if backend is not None and backend not in BACKENDS:
@@ -128,11 +141,15 @@ class Classifier:
                 "or the model inside a bundle"
             )
         manifest_path = find_manifest(path)
-        manifest = load_manifest(manifest_path)
-        try:
-            entry = manifest.entry_for_file(path)
-        except ManifestError as e:
-            raise ManifestError(f"{manifest_path}: {e}") from None
+        manifest = load_manifest(manifest_path) if manifest_path.is_file() else None
+        if manifest is None or path.name not in [a.file for a in manifest.artifacts]:
+            return cls._unlisted(path, backend, threads, labels, top_k, min_score)
+        if labels is not None:
+            raise EdgeError(
+                f"{path} is listed in {manifest_path}, which gives its labels: drop --labels (it is for models "
+                "without a manifest)"
+            )
+        entry = manifest.entry_for_file(path)
         verify_checksum(path, entry)
         name = backend or entry.runtime or backend_for_file(path)
         if name != entry.runtime:
@@ -144,6 +161,19 @@ class Classifier:
             create_backend(name, path, threads), manifest, entry, top_k=top_k, min_score=min_score,
             where=str(manifest_path),
         )  # fmt: skip
+
+    @classmethod
+    def _unlisted(cls, path: Path, backend, threads, labels, top_k: int, min_score: float) -> Classifier:
+        """A model no manifest lists, described by its metadata or `labels` (contracts.runners.model_info)."""
+        from contracts.runners.model_info import describe_unlisted
+
+        name = backend or backend_for_file(path)
+        if name is None:
+            raise EdgeError(f"{path} is neither a .tflite nor an .onnx model: pass one of those to --model")
+        u, runner = describe_unlisted(path, lambda: create_backend(name, path, threads), labels)
+        note = (f"no manifest lists {path}, so no checksum was verified; {len(u.manifest.labels)} labels from "
+                f"{u.labels_from}; pixels fed {u.pixels_from}")  # fmt: skip
+        return cls(runner, u.manifest, u.entry, top_k=top_k, min_score=min_score, where=str(path), unverified=note)
 
     def _check_preprocessing(self, where: str) -> None:
         p = self.manifest.preprocessing
@@ -211,8 +241,9 @@ class Classifier:
         package = getattr(self.backend, "package", None)  # which LiteRT wheel: ai_edge_litert or tflite_runtime
         if package:
             runtime += f" ({package})"
+        checked = "no manifest, not verified" if self.unverified else f"sha256 {self.entry.sha256[:12]}, verified"
         return (
-            f"{self.entry.file} ({self.entry.format}, sha256 {self.entry.sha256[:12]}, verified) on {runtime}, "
+            f"{self.entry.file} ({self.entry.format}, {checked}) on {runtime}, "
             f"{self.size}x{self.size} {self.backend.input.dtype}{quant}, {len(self.labels)} labels"
         )
 

@@ -1,0 +1,197 @@
+"""edge runs models it did not make: no manifest, labels and normalization from the model's metadata or --labels.
+
+The fast tests take the committed tiny model's files away from their manifest (this toolkit writes TFLite metadata
+and ONNX metadata_props into them) and damage copies of them. The slow ones build models the way other tools do
+(MediaPipe's metadata writer, in the MediaPipe venv of tests/mediapipe_env.py; a float model whose graph expects
+[-1, 1] pixels) and run them through edge.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import cv2
+import pytest
+from edge_model import LABELS, SAMPLES, CaptureSpy, read_labels_csv, run_edge
+
+from contracts.tflite_metadata import read_metadata
+from edge import cli
+
+FILES = ("tflite_fp32.tflite", "tflite_int8.tflite", "onnx_fp32.onnx")
+WARNING = "no checksum was verified"  # the one log line of a model no manifest lists
+
+
+def _alone(edge_run: Path, tmp_path: Path, file: str) -> Path:
+    """A copy of one of the run's models in a folder of its own: no manifest beside it."""
+    (tmp_path / "alone").mkdir(exist_ok=True)
+    return Path(shutil.copy(edge_run / "export" / file, tmp_path / "alone" / file))
+
+
+def _lines(p) -> list[dict]:
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines()]
+
+
+def _warnings(p) -> list[str]:
+    return [line for line in p.stderr.splitlines() if WARNING in line]
+
+
+def _write_labels(path: Path, labels) -> Path:
+    path.write_text("".join(f"{x}\n" for x in labels))
+    return path
+
+
+@pytest.fixture(scope="module")
+def with_manifest(edge_run) -> dict[str, list[dict]]:
+    """file -> the JSON lines edge prints for the committed pictures with the model's manifest (the reference)."""
+    return {f: _lines(run_edge("--headless", "--source", SAMPLES, "--model", edge_run / "export" / f)) for f in FILES}
+
+
+def _same_predictions(got: list[dict], ref: list[dict], rename: dict | None = None) -> None:
+    rename = rename or {}
+    assert [d["source"] for d in got] == [d["source"] for d in ref]
+    for g, r in zip(got, ref, strict=True):
+        assert g["label"] == rename.get(r["label"], r["label"])
+        assert [(c["label"], c["score"]) for c in g["top_k"]] == [
+            (rename.get(c["label"], c["label"]), c["score"]) for c in r["top_k"]
+        ]  # the same pixels reach the model: the same scores, to the printed digit
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_own_model_without_its_manifest_reads_its_metadata(edge_run, with_manifest, tmp_path, file):
+    model = _alone(edge_run, tmp_path, file)
+    p = run_edge("--headless", "--source", SAMPLES, "--model", model)
+    truth = read_labels_csv(SAMPLES / "labels.csv")
+    got = _lines(p)
+    assert [d["label"] for d in got] == [truth[n] for n in sorted(truth)]
+    _same_predictions(got, with_manifest[file])
+    warnings = _warnings(p)
+    assert len(warnings) == 1 and str(model) in warnings[0] and "labels from its metadata" in warnings[0], p.stderr
+    assert "not verified" in p.stderr  # the model line says so too
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_labels_file_names_the_outputs(edge_run, with_manifest, tmp_path, file):
+    model = _alone(edge_run, tmp_path, file)
+    names = _write_labels(tmp_path / "names.txt", ["  Rouge ", "", "Vert", "Bleu"])  # blank lines and spaces go
+    p = run_edge("--headless", "--source", SAMPLES, "--model", model, "--labels", names)
+    _same_predictions(_lines(p), with_manifest[file], dict(zip(LABELS, ["Rouge", "Vert", "Bleu"], strict=True)))
+    warnings = _warnings(p)
+    assert len(warnings) == 1 and f"labels from --labels {names}" in warnings[0], p.stderr
+
+
+def test_a_manifest_that_does_not_list_the_model_is_not_used(edge_run, with_manifest, tmp_path):
+    shutil.copytree(edge_run, tmp_path / "run")
+    export = tmp_path / "run" / "export"
+    d = json.loads((export / "manifest.json").read_text())
+    d["artifacts"] = [a for a in d["artifacts"] if a["file"] != "tflite_int8.tflite"]
+    (export / "manifest.json").write_text(json.dumps(d))
+    p = run_edge("--headless", "--source", SAMPLES, "--model", export / "tflite_int8.tflite")
+    _same_predictions(_lines(p), with_manifest["tflite_int8.tflite"])
+    assert len(_warnings(p)) == 1
+
+
+def test_a_listed_model_reads_its_manifest_and_refuses_labels(edge_run, with_manifest, tmp_path):
+    model = edge_run / "export" / "tflite_int8.tflite"
+    p = run_edge("--headless", "--source", SAMPLES, "--model", model, "--max-frames", 1)
+    assert _warnings(p) == [] and "verified" in p.stderr and "not verified" not in p.stderr
+    names = _write_labels(tmp_path / "names.txt", LABELS)
+    p = run_edge("--headless", "--source", SAMPLES, "--model", model, "--labels", names)
+    line = _one_error_line(p)
+    assert f"{model} is listed in {model.parent / 'manifest.json'}" in line and "drop --labels" in line
+
+
+# Damaged copies of a model with metadata. Each helper returns (model, extra flags, what the error line says).
+def _metadata_model(edge_run, tmp_path, file="tflite_int8.tflite") -> Path:
+    model = _alone(edge_run, tmp_path, file)
+    assert read_metadata(model) is not None, f"{file} carries no metadata: python tests/edge_model.py --commit"
+    return model
+
+
+def _patch(model: Path, old: bytes, new: bytes) -> None:
+    data = model.read_bytes()
+    assert data.count(old) == 1, f"{old!r} occurs {data.count(old)} times in {model}"
+    model.write_bytes(data.replace(old, new))
+
+
+def _no_metadata(edge_run, tmp_path):
+    model = _metadata_model(edge_run, tmp_path)
+    _patch(model, b"TFLITE_METADATA\0", b"TFLITE_METADATX\0")  # the model no longer names its metadata buffer
+    assert read_metadata(model) is None
+    return model, [], f"{model} is listed by no manifest.json beside it and it carries no metadata: pass --labels FILE"
+
+
+def _garbled_metadata(edge_run, tmp_path):
+    model = _metadata_model(edge_run, tmp_path)
+    _patch(model, b"M001", b"X001")  # the metadata flatbuffer's identifier
+    return model, [], f"{model} has corrupt TFLite metadata"
+
+
+def _garbled_labels(edge_run, tmp_path):
+    model = _metadata_model(edge_run, tmp_path)
+    model.write_bytes(model.read_bytes()[:-30])  # the end of the zip the labels file is packed in
+    return model, [], f"{model} has corrupt TFLite metadata"
+
+
+def _metadata_label_count(edge_run, tmp_path):
+    model = _metadata_model(edge_run, tmp_path)
+    data = model.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        (name,) = zf.namelist()
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as zf:  # a zip appended after the first one is the one readers find
+        zf.writestr(name, "red\ngreen\n")
+    model.write_bytes(data + packed.getvalue())
+    return model, [], f"{model}: its metadata lists 2 labels but the model has 3 outputs: pass --labels FILE"
+
+
+def _labels_count(edge_run, tmp_path):
+    model, labels = _alone(edge_run, tmp_path, "tflite_fp32.tflite"), _write_labels(tmp_path / "two.txt", LABELS[:2])
+    return model, ["--labels", labels], f"--labels {labels} lists 2 labels but {model} has 3 outputs"
+
+
+def _labels_missing(edge_run, tmp_path):
+    model, labels = _alone(edge_run, tmp_path, "onnx_fp32.onnx"), tmp_path / "no-such-labels.txt"
+    return model, ["--labels", labels], f"--labels {labels} not found"
+
+
+def _labels_empty(edge_run, tmp_path):
+    model, labels = _alone(edge_run, tmp_path, "tflite_int8.tflite"), _write_labels(tmp_path / "empty.txt", ["", " "])
+    return model, ["--labels", labels], f"--labels {labels} is empty"
+
+
+REFUSALS = {f.__name__.lstrip("_"): f for f in (_no_metadata, _garbled_metadata, _garbled_labels,
+            _metadata_label_count, _labels_count, _labels_missing, _labels_empty)}  # fmt: skip
+
+
+def _one_error_line(p) -> str:
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("edge: error: "), p.stderr
+    assert p.stdout == ""
+    return lines[0]
+
+
+class _CameraSpy(CaptureSpy):
+    opened: list = []
+
+    @staticmethod
+    def record(args: tuple):
+        return args[0]
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_refusals_are_one_line_before_any_camera_opens(edge_run, tmp_path, monkeypatch, capsys, refusal):
+    model, flags, message = REFUSALS[refusal](edge_run, tmp_path)
+    assert message in _one_error_line(run_edge("--headless", "--source", SAMPLES, "--model", model, *flags))
+
+    monkeypatch.setattr(cv2, "VideoCapture", _CameraSpy)
+    _CameraSpy.opened = []
+    assert cli.main(["--model", str(model), "--source", "0", "--headless", *map(str, flags)]) == 2
+    assert _CameraSpy.opened == [] and message in capsys.readouterr().err
+    good = edge_run / "export" / "tflite_int8.tflite"
+    assert cli.main(["--model", str(good), "--source", "0", "--headless", "--max-frames", "2"]) == 0
+    assert _CameraSpy.opened == [0]  # the spy does see a camera being opened
