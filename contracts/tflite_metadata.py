@@ -126,6 +126,9 @@ def _read_labels(buf: bytes, name: str) -> list[str]:
                 raise ModelFileError(f"its labels file {name} claims {info.file_size} bytes")
             data = zf.read(info)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as e:
+        if not zipfile.is_zipfile(io.BytesIO(buf)):
+            raise ModelFileError(f"its metadata names the labels file {name}, but no files are packed into it (a "
+                                 "copy cut short, or a writer that left them out)") from None  # fmt: skip
         raise ModelFileError(f"its metadata names the labels file {name}, but the files packed into it are "
                              f"unreadable ({e})") from None  # fmt: skip
     try:
@@ -144,21 +147,21 @@ def _parse(meta: bytes, buf: bytes) -> ModelMetadata:
     if len(meta) < 8 or meta[4:8] != METADATA_IDENTIFIER:
         raise ModelFileError(f"its {METADATA_NAME} buffer is not TFLite metadata (no M001 identifier)")
     r = _Reader(meta)
-    root = r.table(r.u32(0), "ModelMetadata")
-    color = mean = std = labels = None
-    subgraphs = root.tables(3, "subgraph_metadata")
-    if subgraphs:
-        inputs = subgraphs[0].tables(2, "input_tensor_metadata")
-        outputs = subgraphs[0].tables(3, "output_tensor_metadata")
-        if inputs:
-            color, mean, std = _input(inputs[0])
-        labels_file = _labels_file(outputs[0]) if outputs else None
-        if labels_file is not None:
-            labels = _read_labels(buf, labels_file)
-    return ModelMetadata(
-        name=_string(root, 0, "name") or "", description=_string(root, 1, "description") or "",
-        version=_string(root, 2, "version") or "", labels=labels, mean=mean, std=std, color_space=color,
-    )  # fmt: skip
+    color = mean = std = labels_file = None
+    try:
+        root = r.table(r.u32(0), "ModelMetadata")
+        texts = [_string(root, i, name) or "" for i, name in enumerate(("name", "description", "version"))]
+        subgraphs = root.tables(3, "subgraph_metadata")
+        if subgraphs:
+            inputs = subgraphs[0].tables(2, "input_tensor_metadata")
+            outputs = subgraphs[0].tables(3, "output_tensor_metadata")
+            if inputs:
+                color, mean, std = _input(inputs[0])
+            labels_file = _labels_file(outputs[0]) if outputs else None
+    except ModelFileError as e:  # the reader's offsets count from the metadata buffer's start, not the file's
+        raise ModelFileError(f"in its {len(meta)}-byte metadata buffer, {e}") from None
+    labels = _read_labels(buf, labels_file) if labels_file is not None else None
+    return ModelMetadata(*texts, labels=labels, mean=mean, std=std, color_space=color)
 
 
 def read_metadata(path: str | Path) -> ModelMetadata | None:
