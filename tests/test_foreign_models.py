@@ -15,9 +15,16 @@ import zipfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
-from edge_model import LABELS, SAMPLES, CaptureSpy, read_labels_csv, run_edge
+from edge_model import LABELS, SAMPLES, CaptureSpy, make_images, read_labels_csv, run_edge
 
+from contracts.errors import EdgeError
+from contracts.manifest import TensorSpec
+from contracts.preprocess import bgr_to_input
+from contracts.runners.base import Backend
+from contracts.runners.classifier import Classifier
+from contracts.runners.model_info import describe_unlisted
 from contracts.tflite_metadata import read_metadata
 from edge import cli
 
@@ -195,3 +202,72 @@ def test_refusals_are_one_line_before_any_camera_opens(edge_run, tmp_path, monke
     good = edge_run / "export" / "tflite_int8.tflite"
     assert cli.main(["--model", str(good), "--source", "0", "--headless", "--max-frames", "2"]) == 0
     assert _CameraSpy.opened == [0]  # the spy does see a camera being opened
+
+
+def _onnx_with_props(edge_run, tmp_path, **props) -> Path:
+    import onnx
+
+    model = onnx.load(str(edge_run / "export" / "onnx_fp32.onnx"))
+    kept = {p.key: p.value for p in model.metadata_props} | props
+    del model.metadata_props[:]
+    for key, value in kept.items():
+        model.metadata_props.add(key=key, value=value)
+    (tmp_path / "alone").mkdir(exist_ok=True)
+    onnx.save(model, str(tmp_path / "alone" / "onnx_fp32.onnx"))
+    return tmp_path / "alone" / "onnx_fp32.onnx"
+
+
+def test_onnx_metadata_props_labels_must_be_a_list(edge_run, tmp_path):
+    model = _onnx_with_props(edge_run, tmp_path, labels="red green blue")
+    line = _one_error_line(run_edge("--headless", "--source", SAMPLES, "--model", model))
+    assert f"{model}: its metadata_props labels is 'red green blue', not a JSON list of strings" in line
+    names = _write_labels(tmp_path / "names.txt", LABELS)  # --labels stands in for them
+    assert len(_lines(run_edge("--headless", "--source", SAMPLES, "--model", model, "--labels", names))) == 12
+
+
+class _Stub(Backend):
+    """A runtime that reports the given tensors and metadata_props, and runs nothing."""
+
+    name = "onnxruntime"
+
+    def __init__(self, input_spec: TensorSpec, props: dict):
+        self.input, self.output = input_spec, TensorSpec("probs", [1, 3], "float32")
+        self.custom_metadata = props
+
+    def run(self, x):
+        raise AssertionError("nothing runs here")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "zero_point", "mean", "std", "feeds"),
+    [("uint8", 1 / 128, 128, 127.5, 127.5, "raw"),  # a hosted quantized MobileNet: uint8 pixels whatever the range
+     ("uint8", None, None, None, None, "raw"),
+     ("float32", None, None, 127.5, 127.5, "[-1, 1]"),
+     ("float32", None, None, 0.0, 255.0, "[0, 1]"),
+     ("float32", None, None, None, None, "raw"),
+     ("int8", 1.0, -128, 0.0, 1.0, "raw - 128")],
+)  # fmt: skip
+def test_pixels_fed_follow_the_metadata(tmp_path, dtype, scale, zero_point, mean, std, feeds):
+    props = {"labels": json.dumps(LABELS)}
+    if mean is not None:
+        props |= {"mean": json.dumps([mean]), "std": json.dumps([std])}
+    spec = TensorSpec("image", [1, 32, 32, 3], dtype, scale, zero_point)
+    model = tmp_path / "foreign.onnx"
+    model.write_bytes(b"stands in for a model")
+    u, backend = describe_unlisted(model, lambda: _Stub(spec, props))
+    clf = Classifier(backend, u.manifest, u.entry, where=str(model), unverified="test")
+    bgr = make_images(1, seed=3)[0][0]
+    rgb = bgr_to_input(bgr, 32).astype(np.float64)
+    want = {"raw": rgb, "[-1, 1]": (rgb - 127.5) / 127.5, "[0, 1]": rgb / 255.0, "raw - 128": rgb - 128}[feeds]
+    x = clf.preprocess(bgr)
+    assert x.dtype == np.dtype(dtype) and x.shape == (1, 32, 32, 3)
+    np.testing.assert_allclose(x[0].astype(np.float64), want, atol=1e-5)
+    assert u.entry.sha256 == "" and u.manifest.labels == LABELS
+
+
+def test_per_channel_normalization_is_refused(tmp_path):
+    props = {"labels": json.dumps(LABELS), "mean": "[123.7, 116.3, 103.5]", "std": "[58.4, 57.1, 57.4]"}
+    model = tmp_path / "imagenet.onnx"
+    model.write_bytes(b"stands in for a model")
+    with pytest.raises(EdgeError, match=r"imagenet.onnx: metadata normalization mean \[123.7, 116.3, 103.5\] is not"):
+        describe_unlisted(model, lambda: _Stub(TensorSpec("image", [1, 32, 32, 3], "float32"), props))

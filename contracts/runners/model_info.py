@@ -61,26 +61,21 @@ def read_labels_file(path: str | Path) -> list[str]:
     return labels
 
 
-def _onnx_metadata(path: Path, backend: Backend) -> tuple[list[str] | None, list[float] | None, list[float] | None]:
-    """(labels, mean, std) from an .onnx's metadata_props; None for each one it does not carry."""
-    props = getattr(backend, "custom_metadata", None) or {}
-
-    def values(key: str) -> list | None:
-        text = props.get(key)
-        if text is None:
-            return None
-        try:
-            v = json.loads(text)
-        except json.JSONDecodeError:
-            v = text.splitlines() if key == "labels" else None  # labels may be plain lines
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "labels":
-            v = [v]
-        kind = str if key == "labels" else (int, float)
-        if not isinstance(v, list) or not v or not all(isinstance(x, kind) and not isinstance(x, bool) for x in v):
-            raise EdgeError(f"{path}: metadata_props {key!r} is {text[:60]!r}, not a list: {_LABELS_HINT}")
-        return v
-
-    return values("labels"), values("mean"), values("std")
+def _onnx_list(path: Path, props: dict, key: str, kind) -> list | None:
+    """The JSON list metadata_props[key] holds (a number counts as a list of one), or None when it is absent."""
+    text = props.get(key)
+    if text is None:
+        return None
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError:
+        v = None
+    if kind is not str and isinstance(v, (int, float)):
+        v = [v]
+    if not (isinstance(v, list) and v and all(isinstance(x, kind) and not isinstance(x, bool) for x in v)):
+        what, fix = ("strings", _LABELS_HINT) if kind is str else ("numbers", "write its metadata_props again")
+        raise EdgeError(f"{path}: its metadata_props {key} is {text[:60]!r}, not a JSON list of {what}: {fix}")
+    return v
 
 
 def _tflite_metadata(path: Path) -> ModelMetadata | None:
@@ -136,6 +131,47 @@ def _check_input(path: Path, shape: list[int]) -> None:
         )
 
 
+def _tflite_facts(path: Path, labels: list[str] | None, labels_from: str) -> tuple:
+    """(labels, mean, std, has metadata) of a .tflite, checked from the file alone, before any interpreter opens
+    it: LiteRT prints a line of its own on opening, and a refusal is to be one line."""
+    try:
+        verify_tflite(path)
+    except ModelFileError as e:
+        raise BackendError(str(e)) from None
+    meta = _tflite_metadata(path)
+    if labels is None and meta is not None:
+        labels = meta.labels
+    io = _tflite_io(path)
+    if io is not None:
+        _check_labels(path, labels, labels_from, meta is not None, io[1][-1] if io[1] else 0)
+        _check_input(path, io[0])
+    return (labels, meta.mean, meta.std, True) if meta is not None else (labels, None, None, False)
+
+
+def _onnx_facts(path: Path, backend: Backend, labels: list[str] | None) -> tuple:
+    """(labels, mean, std, has metadata) of an .onnx, from the metadata_props its session reports."""
+    props = getattr(backend, "custom_metadata", None) or {}
+    if labels is None:
+        labels = _onnx_list(path, props, "labels", str)
+    number = (int, float)
+    return labels, _onnx_list(path, props, "mean", number), _onnx_list(path, props, "std", number), bool(props)
+
+
+def _pixels(path: Path, spec: TensorSpec, mean: list[float] | None, std: list[float] | None) -> tuple:
+    """(input TensorSpec, Preprocessing.input_range, how pixels are fed in words) for an input tensor."""
+    m, s = _one_value(path, "mean", mean, 0.0), _one_value(path, "std", std, 1.0)
+    if s == 0:
+        raise EdgeError(f"{path}: metadata normalization std is 0: write metadata with a nonzero std")
+    if spec.dtype == "uint8":  # the pixels themselves, whatever float range the metadata describes (as MediaPipe)
+        scale, zp = spec.scale or 1.0, spec.zero_point or 0
+        # quantize(scale * (pixel - zp)) == pixel: the classifier's table then hands the raw pixel through.
+        spec = TensorSpec(spec.name, spec.shape, spec.dtype, scale, zp)
+        return spec, [scale * (0 - zp), scale * (255 - zp)], "raw (uint8 input)"
+    if mean is None and std is None:
+        return spec, [0.0, 255.0], "raw 0-255 (no normalization metadata)"
+    return spec, [(0.0 - m) / s, (255.0 - m) / s], f"(pixel - {m:g}) / {s:g} (normalization from its metadata)"
+
+
 def describe_unlisted(
     path: str | Path, open_backend: Callable[[], Backend], labels_file: str | Path | None = None
 ) -> tuple[Unlisted, Backend]:
@@ -160,41 +196,16 @@ def describe_unlisted(
     path = Path(path)
     labels = read_labels_file(labels_file) if labels_file is not None else None
     labels_from = f"--labels {labels_file}" if labels_file is not None else "its metadata"
-    if path.suffix.lower() == ".tflite":
-        try:
-            verify_tflite(path)
-        except ModelFileError as e:
-            raise BackendError(str(e)) from None
-        meta = _tflite_metadata(path)
-        has_metadata, (mean, std) = meta is not None, (meta.mean, meta.std) if meta is not None else (None, None)
-        labels = labels if labels_file is not None else meta.labels if meta is not None else None
-        io = _tflite_io(path)
-        if io is not None:
-            _check_labels(path, labels, labels_from, has_metadata, io[1][-1] if io[1] else 0)
-            _check_input(path, io[0])
+    tflite = path.suffix.lower() == ".tflite"
+    if tflite:
+        labels, mean, std, has_metadata = _tflite_facts(path, labels, labels_from)
     backend = open_backend()
-    if path.suffix.lower() != ".tflite":
-        meta_labels, mean, std = _onnx_metadata(path, backend)
-        labels = labels if labels_file is not None else meta_labels
-        has_metadata = bool(getattr(backend, "custom_metadata", None))
-    _check_labels(path, labels, labels_from, has_metadata, backend.output.shape[-1] if backend.output.shape else 0)
-    shape, dtype = backend.input.shape, backend.input.dtype
-    _check_input(path, shape)
-    m, s = _one_value(path, "mean", mean, 0.0), _one_value(path, "std", std, 1.0)
-    if s == 0:
-        raise EdgeError(f"{path}: metadata normalization std is 0: write metadata with a nonzero std")
-    input_spec = backend.input
-    if dtype == "uint8":  # the pixels themselves, whatever float range the metadata describes (as MediaPipe does)
-        scale, zp = input_spec.scale or 1.0, input_spec.zero_point or 0
-        input_spec = TensorSpec(input_spec.name, shape, dtype, scale, zp)
-        # quantize(scale * (pixel - zp)) == pixel: the classifier's table then hands the raw pixel through.
-        input_range, pixels_from = [scale * (0 - zp), scale * (255 - zp)], "raw (uint8 input)"
-    else:
-        input_range = [(0.0 - m) / s, (255.0 - m) / s]
-        if mean is None and std is None:
-            pixels_from = "raw 0-255 (no normalization metadata)"
-        else:
-            pixels_from = f"(pixel - {m:g}) / {s:g} (normalization from its metadata)"
+    if not tflite:
+        labels, mean, std, has_metadata = _onnx_facts(path, backend, labels)
+    n_out = backend.output.shape[-1] if backend.output.shape else 0
+    _check_labels(path, labels, labels_from, has_metadata, n_out)
+    _check_input(path, backend.input.shape)
+    input_spec, input_range, pixels_from = _pixels(path, backend.input, mean, std)
     if np.dtype(backend.output.dtype).kind in "iu" and backend.output.scale is None:
         raise EdgeError(f"{path}: its output is {backend.output.dtype} without quantization parameters, which edge "
                         "cannot turn into scores: pass a model whose integer output is quantized")  # fmt: skip
@@ -202,13 +213,14 @@ def describe_unlisted(
     fmt = format_for_file(path)
     entry = ArtifactEntry(
         format=fmt.name if fmt is not None else path.stem, file=path.name, sha256="",
-        size_bytes=path.stat().st_size, quantization="int8" if np.dtype(dtype).kind in "iu" else "none",
+        size_bytes=path.stat().st_size, quantization="int8" if input_spec.scale is not None else "none",
         runtime=backend.name, input=input_spec, output=backend.output, source_model="", source_sha256="",
         test_top1=float("nan"), parity={},
     )  # fmt: skip
     manifest = Manifest(
-        schema_version=SCHEMA_VERSION, run=path.stem, created="", labels=list(labels), image_size=int(shape[1]),
-        preprocessing=Preprocessing(input_range=input_range, normalization=pixels_from), backbone="", alpha=0.0,
-        weights_used="", settings_sha256="", float_test_top1=float("nan"), tool_versions={}, artifacts=[entry],
+        schema_version=SCHEMA_VERSION, run=path.stem, created="", labels=list(labels),
+        image_size=int(backend.input.shape[1]), preprocessing=Preprocessing(input_range=input_range,
+        normalization=pixels_from), backbone="", alpha=0.0, weights_used="", settings_sha256="",
+        float_test_top1=float("nan"), tool_versions={}, artifacts=[entry],
     )  # fmt: skip
     return Unlisted(manifest, entry, labels_from, pixels_from), backend
