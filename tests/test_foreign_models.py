@@ -271,3 +271,117 @@ def test_per_channel_normalization_is_refused(tmp_path):
     model.write_bytes(b"stands in for a model")
     with pytest.raises(EdgeError, match=r"imagenet.onnx: metadata normalization mean \[123.7, 116.3, 103.5\] is not"):
         describe_unlisted(model, lambda: _Stub(TensorSpec("image", [1, 32, 32, 3], "float32"), props))
+
+
+# What another tool does: MediaPipe's own metadata writer, run in the MediaPipe venv (tests/mediapipe_env.py). With
+# --strip it first takes the model's own TFLite metadata out (ModelT, TensorFlow Lite's schema object API), so the
+# writer starts from a plain .tflite as a converter leaves it; that plain model is written to PLAIN.
+WRITE_METADATA = """
+import sys
+import flatbuffers
+from mediapipe.tasks.metadata import schema_py_generated as schema
+from mediapipe.tasks.python.metadata.metadata_writers import image_classifier, metadata_writer
+
+src, plain, dst, mean, std, *labels = sys.argv[1:]
+with open(src, "rb") as f:
+    buf = f.read()
+model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+for entry in model.metadata or []:
+    if entry.name.decode() == "TFLITE_METADATA":
+        model.buffers[entry.buffer].data = None
+model.metadata = [e for e in model.metadata or [] if e.name.decode() != "TFLITE_METADATA"]
+builder = flatbuffers.Builder(1024)
+builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+buf = bytes(builder.Output())
+with open(plain, "wb") as f:
+    f.write(buf)
+writer = image_classifier.MetadataWriter.create(
+    buf, input_norm_mean=[float(mean)], input_norm_std=[float(std)], labels=metadata_writer.Labels().add(labels)
+)
+tflite, _ = writer.populate()
+with open(dst, "wb") as f:
+    f.write(tflite)
+"""
+
+
+def _mediapipe_metadata(src: Path, folder: Path, mean: float, std: float, labels) -> tuple[Path, Path]:
+    """(src without metadata, src with MediaPipe's metadata), both in folder; no manifest there."""
+    from mediapipe_env import run_in_mediapipe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plain, written = folder / f"plain-{src.name}", folder / f"mediapipe-{src.name}"
+    p = run_in_mediapipe(WRITE_METADATA, src, plain, written, mean, std, *labels)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return plain, written
+
+
+@pytest.mark.slow
+def test_a_model_with_mediapipe_metadata_runs_in_edge(edge_run, with_manifest, mediapipe_python, tmp_path):
+    """A uint8-input model labelled by MediaPipe's writer, as a hosted quantized MobileNet is (mean/std 127.5)."""
+    original = edge_run / "export" / "tflite_int8.tflite"
+    names = ["rouge", "vert", "bleu"]  # not the manifest's: they can only come from the new metadata
+    plain, model = _mediapipe_metadata(original, tmp_path / "mp", 127.5, 127.5, names)
+    assert read_metadata(plain) is None
+    meta = read_metadata(model)
+    assert (meta.labels, meta.mean, meta.std) == (names, [127.5], [127.5])
+
+    assert f"{plain} is listed by no manifest.json" in _one_error_line(
+        run_edge("--headless", "--source", SAMPLES, "--model", plain)
+    )  # fmt: skip
+    p = run_edge("--headless", "--source", SAMPLES, "--model", model)
+    _same_predictions(_lines(p), with_manifest["tflite_int8.tflite"], dict(zip(LABELS, names, strict=True)))
+    (warning,) = _warnings(p)
+    assert "labels from its metadata" in warning and "raw (uint8 input)" in warning
+
+
+def _train_minus_one_to_one_model(path: Path) -> None:
+    """A tiny float .tflite whose graph expects (pixel - 127.5) / 127.5: no Rescaling layer inside."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from edge_model import IMAGE_SIZE, model_inputs
+
+    keras.utils.set_random_seed(0)
+    bgr, y = make_images(600, seed=41)
+    x = model_inputs(bgr) / 127.5 - 1.0
+    inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
+@pytest.mark.slow
+def test_float_normalization_from_metadata_feeds_minus_one_to_one(mediapipe_python, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    converted = tmp_path / "minus1to1.tflite"
+    _train_minus_one_to_one_model(converted)
+    _, model = _mediapipe_metadata(converted, tmp_path / "mp", 127.5, 127.5, LABELS)
+    p = run_edge("--headless", "--source", SAMPLES, "--model", model)
+    got = _lines(p)
+    (warning,) = _warnings(p)
+    assert "(pixel - 127.5) / 127.5 (normalization from its metadata)" in warning
+
+    it = Interpreter(model_path=str(converted))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+    def scores(x):
+        it.set_tensor(i, x[None].astype(np.float32))
+        it.invoke()
+        return it.get_tensor(o)[0]
+
+    by_hand, raw = [], []
+    for d in got:
+        rgb = bgr_to_input(cv2.imread(str(SAMPLES / d["source"])), 32).astype(np.float32)
+        by_hand.append(scores(rgb / 127.5 - 1.0))
+        raw.append(scores(rgb))  # what feeding the pixels as they are would give
+    truth = read_labels_csv(SAMPLES / "labels.csv")
+    assert [LABELS[int(s.argmax())] for s in by_hand] == [truth[d["source"]] for d in got]  # the model works
+    assert [d["label"] for d in got] == [LABELS[int(s.argmax())] for s in by_hand]
+    edge_scores = np.array([[next(c["score"] for c in d["top_k"] if c["label"] == k) for k in LABELS] for d in got])
+    np.testing.assert_allclose(edge_scores, np.array(by_hand), atol=2e-5)  # JSON lines round to 5 decimals
+    assert np.abs(np.array(raw) - np.array(by_hand)).max() > 0.1  # normalization matters: the check can fail

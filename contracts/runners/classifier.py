@@ -32,6 +32,7 @@ from contracts.manifest import (
 from contracts.preprocess import bgr_to_input, dequantize, quantize
 from contracts.runners import BACKENDS, backend_for_file, create_backend
 from contracts.runners.base import Backend
+from contracts.runners.model_info import describe_unlisted
 
 # What this runtime implements of the manifest's preprocessing contract (contracts.manifest.Preprocessing).
 _COLOR_ORDERS = ("RGB", "BGR")
@@ -165,8 +166,6 @@ class Classifier:
     @classmethod
     def _unlisted(cls, path: Path, backend, threads, labels, top_k: int, min_score: float) -> Classifier:
         """A model no manifest lists, described by its metadata or `labels` (contracts.runners.model_info)."""
-        from contracts.runners.model_info import describe_unlisted
-
         name = backend or backend_for_file(path)
         if name is None:
             raise EdgeError(f"{path} is neither a .tflite nor an .onnx model: pass one of those to --model")
