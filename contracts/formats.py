@@ -33,8 +33,11 @@ class ExportFormat:
     runtime: str  # runtime that runs it on the device: a key of SUFFIXES
     source: str  # Keras model it is converted from: "float" or "qat"
     quantization: str  # "none", "fp16", "dynamic" (int8 weights, float activations) or "int8" (full integer)
-    input_dtype: str  # dtype of the input tensor the device feeds: "float32" or "int8"
-    output_dtype: str  # dtype of the output tensor: "float32" or "int8"
+    # dtypes of the input tensor the device feeds and of the output: "float32", or "uint8" for the full-integer
+    # formats (int8 inside; uint8 pixels at scale 1, zero point 0, and uint8 probabilities: what MediaPipe Tasks and
+    # the TFLite Support library take, they refuse int8)
+    input_dtype: str
+    output_dtype: str
     # "module:function" in export/ that writes it, called as fn(model, calibration, path, **{k: settings[k] for k in
     # converter_options}); calibration is uint8 RGB images (N x S x S x 3). Resolved only by export.
     converter: str
@@ -75,15 +78,15 @@ _FORMATS = (
     ),
     ExportFormat(
         name="tflite_int8", runtime="litert", source="float", quantization="int8",
-        input_dtype="int8", output_dtype="int8", converter="export.tflite:convert_int8",
+        input_dtype="uint8", output_dtype="uint8", converter="export.tflite:convert_int8",
         min_agreement=0.95, max_top1_drop=0.02, bundle_rank=2,
-        description="TFLite full-integer post-training quantization",
+        description="TFLite full-integer post-training quantization (uint8 in and out)",
     ),
     ExportFormat(
         name="tflite_int8_qat", runtime="litert", source="qat", quantization="int8",
-        input_dtype="int8", output_dtype="int8", converter="export.tflite:convert_int8_qat",
+        input_dtype="uint8", output_dtype="uint8", converter="export.tflite:convert_int8_qat",
         min_agreement=0.95, max_top1_drop=0.01, bundle_rank=1,
-        description="TFLite full-integer from quantization-aware training",
+        description="TFLite full-integer from quantization-aware training (uint8 in and out)",
     ),
     ExportFormat(
         name="onnx_fp32", runtime="onnxruntime", source="float", quantization="none",

@@ -4,11 +4,11 @@ python -m export.int8_compare --run runs/latest            # runs/latest/export/
 
 Every variant is made from the same float model and scored on the same test split, in LiteRT (onnxruntime for
 ONNX), against the float Keras model:
-- ptq: what export publishes as tflite_int8 (200 calibration images, per-channel weights, int8 everywhere);
+- ptq: what export publishes as tflite_int8 (200 calibration images, per-channel weights, int8 inside, uint8 I/O);
 - ptq_calib_N: the same with more calibration images (calibration set size);
 - ptq_per_tensor: one scale per weight tensor (what per-channel weights are worth);
 - ptq_float_K: the K tensors with the largest quantization error (TFLite's QuantizationDebugger, RMSE / scale)
-  kept in float, int8 in/out (selective quantization);
+  kept in float, uint8 in/out (selective quantization);
 - qat: the run's quantization-aware model (tflite_int8_qat), if the run has one;
 - onnx_int8, onnx_int8_calib_N: onnxruntime's static QDQ int8, with the export's and the larger calibration set.
 The per-layer error of plain PTQ is written too (int8_layer_error.png), so a person can see where the points go.
@@ -61,14 +61,14 @@ def layer_errors(model, calibration: np.ndarray) -> list[dict]:
 def _selective(model, calibration: np.ndarray, denylist: list[str]) -> bytes:
     import tensorflow as tf
 
-    from export.tflite import int8_converter, representative_dataset  # the converter export publishes tflite_int8 with
+    from export.tflite import int8_converter, pin_pixel_input, representative_dataset  # as tflite_int8 is made
 
     conv = int8_converter(model, calibration, int8_only=False)
     opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=conv, debug_dataset=representative_dataset(calibration), debug_options=opts
     )
-    return debugger.get_nondebug_quantized_model()
+    return pin_pixel_input(debugger.get_nondebug_quantized_model())
 
 
 def _score(path: Path, test_x, test_y, float_pred) -> dict:
@@ -88,7 +88,7 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
     import tf_keras as keras
 
     from export.onnx import convert_int8 as onnx_int8
-    from export.tflite import int8_converter
+    from export.tflite import int8_converter, int8_model
     from train.data import load_split
     from train.qat import load_qat_model
     from train.runfolder import QAT_MODEL
@@ -133,11 +133,11 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
                  + f" ({time.time() - t0:.0f} s)")  # fmt: skip
 
         add("ptq", f"TFLite PTQ, {len(calib)} calibration images (= tflite_int8)",
-            lambda p: p.write_bytes(int8_converter(model, calib).convert()))  # fmt: skip
+            lambda p: p.write_bytes(int8_model(int8_converter(model, calib))))  # fmt: skip
         add(f"ptq_calib_{len(calib_large)}", f"TFLite PTQ, {len(calib_large)} calibration images",
-            lambda p: p.write_bytes(int8_converter(model, calib_large).convert()))  # fmt: skip
+            lambda p: p.write_bytes(int8_model(int8_converter(model, calib_large))))  # fmt: skip
         add("ptq_per_tensor", "TFLite PTQ, per-tensor weights",
-            lambda p: p.write_bytes(int8_converter(model, calib, per_channel=False).convert()))  # fmt: skip
+            lambda p: p.write_bytes(int8_model(int8_converter(model, calib, per_channel=False))))  # fmt: skip
         for k in float_layers:
             names = [e["tensor"] for e in errors[:k]]
             add(f"ptq_float_{k}", f"TFLite PTQ, the {k} worst tensors kept float",
@@ -145,7 +145,7 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
         if (run / QAT_MODEL).is_file() and (not only or "qat" in only):
             qat = load_qat_model(run / QAT_MODEL)
             add("qat", "TFLite from quantization-aware training (= tflite_int8_qat)",
-                lambda p: p.write_bytes(int8_converter(qat, calib).convert()))  # fmt: skip
+                lambda p: p.write_bytes(int8_model(int8_converter(qat, calib))))  # fmt: skip
         add("onnx_int8", f"onnxruntime QDQ per-channel, {len(calib)} images (= onnx_int8)",
             lambda p: onnx_int8(model, calib, p))  # fmt: skip
         add(f"onnx_int8_calib_{len(calib_large)}", f"onnxruntime QDQ per-channel, {len(calib_large)} images",

@@ -2,14 +2,17 @@
 
 The steps, in order: open the run (its settings, labels and Keras models, and the preprocessing its float model
 applies), the reference (the test split and the Keras models' outputs on it), the calibration images, then for each
-format: convert it to a temporary name, check it in its own runtime against Keras (the parity gate), and only then
-publish it (rename it into place). The manifest is written last, atomically.
+format: convert it to a temporary name, label it (TFLite metadata or ONNX metadata_props: export.label), check
+that file in its own runtime against Keras (the parity gate), and only then publish it (rename it into place). The
+manifest is written last, atomically.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +35,8 @@ from contracts.manifest import (
     write_manifest,
 )
 from export.errors import ExportError
+from export.label import is_labelled, label
+from export.model_info import ModelInfo, model_info
 from export.parity import check_parity
 from export.runtime import predict, tensor_specs
 from export.settings import ExportSettings
@@ -82,7 +87,10 @@ def export_run(s: ExportSettings) -> dict:
     preprocessing = read_preprocessing(run, models.keras["float"])
     ref = reference(run, models, s.max_test_images)
     calibration = choose_calibration(run, rs.settings.seed, s.calibration_images)
-    result, entries = export_formats(formats, models, calibration, ref, export_dir, s)
+    ts = rs.settings
+    describe = functools.partial(model_info, run=run.name, backbone=ts.backbone, alpha=ts.alpha, labels=labels,
+                                 image_size=ts.image_size, preprocessing=preprocessing)  # fmt: skip
+    result, entries = export_formats(formats, models, calibration, ref, export_dir, s, describe)
     write_run_manifest(run, rs, labels, preprocessing, ref.float_top1, entries, export_dir)
     return result
 
@@ -200,21 +208,29 @@ def check(fmt: ExportFormat, path: Path, ref: Reference, source_sha: str) -> Art
 
 
 def publish(fmt: ExportFormat, models: SourceModels, calibration: np.ndarray, ref: Reference, export_dir: Path,
-            s: ExportSettings) -> ArtifactEntry:  # fmt: skip
-    """Converts and checks one format under a temporary name; renames it into place only if it passed."""
+            s: ExportSettings, info: ModelInfo) -> ArtifactEntry:  # fmt: skip
+    """Converts, labels and checks one format under a temporary name; renames it into place only if it passed."""
     with atomic_path(export_dir / fmt.filename) as tmp:
         convert(fmt, models.keras[fmt.source], calibration, tmp, s)
+        label(fmt, tmp, info)
         return check(fmt, tmp, ref, models.sha256[fmt.source])
 
 
-def _up_to_date(entry: ArtifactEntry | None, export_dir: Path, source_sha: str) -> bool:
-    return (entry is not None and entry.source_sha256 == source_sha and (export_dir / entry.file).is_file()
-            and sha256_file(export_dir / entry.file) == entry.sha256)  # fmt: skip
+def _up_to_date(fmt: ExportFormat, entry: ArtifactEntry | None, export_dir: Path, source_sha: str,
+                labels: list[str]) -> bool:  # fmt: skip
+    """The artifact on disk is the one the manifest lists, from this source model, in the format's dtypes, labelled."""
+    path = export_dir / fmt.filename
+    return (entry is not None and entry.source_sha256 == source_sha and path.is_file()
+            and (entry.input.dtype, entry.output.dtype) == (fmt.input_dtype, fmt.output_dtype)
+            and sha256_file(path) == entry.sha256 and is_labelled(fmt, path, labels))  # fmt: skip
 
 
 def export_formats(formats: list[ExportFormat], models: SourceModels, calibration: np.ndarray, ref: Reference,
-                   export_dir: Path, s: ExportSettings) -> tuple[dict, dict[str, ArtifactEntry]]:  # fmt: skip
+                   export_dir: Path, s: ExportSettings, describe: Callable[[ExportFormat, str], ModelInfo],
+                   ) -> tuple[dict, dict[str, ArtifactEntry]]:  # fmt: skip
     """Publishes each format, unless its source model is missing or (without --force) it is up to date.
+
+    describe(fmt, source model sha256) is what each artifact is labelled with (export.model_info.model_info).
 
     A format that fails (converter error or parity gate) is refused alone; the others go on.
 
@@ -233,14 +249,15 @@ def export_formats(formats: list[ExportFormat], models: SourceModels, calibratio
             log(f"{fmt.name}: skipped, {result['skipped'][fmt.name]}")
             continue
         final = export_dir / fmt.filename
-        if not s.force and _up_to_date(previous.get(fmt.name), export_dir, models.sha256[fmt.source]):
+        info = describe(fmt, models.sha256[fmt.source])
+        if not s.force and _up_to_date(fmt, previous.get(fmt.name), export_dir, models.sha256[fmt.source], info.labels):
             result["up_to_date"].append(fmt.name)
             log(f"{fmt.name}: up to date ({final.name}), skipped; --force re-exports")
             continue
         entries.pop(fmt.name, None)
         t = time.time()
         try:
-            entry = publish(fmt, models, calibration, ref, export_dir, s)
+            entry = publish(fmt, models, calibration, ref, export_dir, s, info)
         except Exception as e:  # a converter or gate failure refuses this format only; the others go on
             result["failed"][fmt.name] = first_line(e)
             final.unlink(missing_ok=True)  # a stale older file must not pass for a checked one

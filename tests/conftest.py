@@ -95,7 +95,7 @@ def edge_run(request, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def int8(edge_run) -> Path:
-    """edge_run's full-int8 .tflite (int8 input and output)."""
+    """edge_run's full-integer .tflite (uint8 input and output, int8 inside)."""
     return edge_run / "export" / "tflite_int8.tflite"
 
 

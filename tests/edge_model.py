@@ -5,15 +5,16 @@
     python tests/edge_model.py --write-samples tests/data/edge  # the committed images and their labels.csv
 
 The model takes 0-255 RGB like the real one (Rescaling inside the model) and learns three easy classes
-(reddish, greenish, bluish noisy pictures) in a few seconds. It is converted to tflite_fp32, full-int8
-tflite_int8 (int8 input and output) and onnx_fp32, and a real manifest is written with contracts.manifest, so
-the edge runtime is tested against the same files export will produce. Only this builder imports
-TensorFlow; the images need nothing but numpy and OpenCV.
+(reddish, greenish, bluish noisy pictures) in a few seconds. It is converted to tflite_fp32, full-integer
+tflite_int8 (uint8 input and output, int8 inside) and onnx_fp32 by export's own converters and labelled as export
+labels them (TFLite metadata with labels.txt packed in, ONNX metadata_props), and a real manifest is written with
+contracts.manifest, so the edge runtime is tested against the same files export will produce. Only this builder
+imports TensorFlow; the images need nothing but numpy and OpenCV.
 
 The tests use a committed build (tests/data/edge/model: 25 kB of artifacts and their manifest), so a test session
-trains nothing. Its KEY file holds build_key() of the sources that made it; when the builder or the preprocessing
-changes, the key no longer matches, the tests build their own into pytest's cache (about a minute) and a test says
-to run --commit.
+trains nothing. Its KEY file holds build_key() of the sources that made it; when the builder, the preprocessing or
+export's converters and labelling change, the key no longer matches, the tests build their own into pytest's cache
+(about a minute) and a test says to run --commit.
 """
 
 from __future__ import annotations
@@ -132,23 +133,21 @@ def predict_tflite(path: Path, x: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def _write_artifacts(model, calib: np.ndarray, export: Path) -> None:
-    import tensorflow as tf
-    import tf2onnx
+def _write_artifacts(model, calib: np.ndarray, export: Path, source_sha: str) -> None:
+    """FORMATS as export writes them: its converters (calib: uint8 RGB images), then its labels."""
+    import importlib
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    (export / "tflite_fp32.tflite").write_bytes(conv.convert())
+    from contracts.formats import FORMATS as TABLE
+    from export.label import label
+    from export.model_info import model_info
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([c[None]] for c in calib)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    (export / "tflite_int8.tflite").write_bytes(conv.convert())
-
-    sig = [tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE, 3), tf.float32, name="image")]
-    tf2onnx.convert.from_keras(model, input_signature=sig, opset=17, output_path=str(export / "onnx_fp32.onnx"))
+    for name in FORMATS:
+        fmt = TABLE[name]
+        module, func = fmt.converter.split(":")
+        getattr(importlib.import_module(module), func)(model, calib, export / fmt.filename)
+        info = model_info(fmt, source_sha, run=RUN_NAME, backbone="tiny-test-cnn", alpha=1.0, labels=LABELS,
+                          image_size=IMAGE_SIZE, preprocessing=Preprocessing())  # fmt: skip
+        label(fmt, export / fmt.filename, info)
 
 
 def build_run(root: str | Path, seed: int = 0, epochs: int = 12) -> Path:
@@ -173,11 +172,11 @@ def build_run(root: str | Path, seed: int = 0, epochs: int = 12) -> Path:
     model.fit(train_x, train_y, epochs=epochs, batch_size=32, verbose=0)
     model.save(run / "model_float.keras")
     (run / "labels.txt").write_text("".join(f"{c}\n" for c in LABELS))
-    _write_artifacts(model, train_x[:100], export)
+    source_sha = sha256_file(run / "model_float.keras")
+    _write_artifacts(model, train_x[:100].astype(np.uint8), export, source_sha)
 
     keras_p = model.predict(test_x, verbose=0)
     float_top1 = float(np.mean(keras_p.argmax(1) == test_y))
-    source_sha = sha256_file(run / "model_float.keras")
     entries = []
     for name in FORMATS:
         path = export / f"{name}.{name.split('_')[0]}"
@@ -215,12 +214,15 @@ def build_run(root: str | Path, seed: int = 0, epochs: int = 12) -> Path:
 
 
 def build_key() -> str:
-    """What a build depends on, hashed: the source of the functions and constants that make it, and the
-    preprocessing it trains through (contracts/preprocess.py). The rest of this file can change freely."""
+    """What a build depends on, hashed: the source of the functions and constants that make it, the preprocessing
+    it trains through (contracts/preprocess.py) and export's modules that convert and label the artifacts. The rest
+    of this file can change freely."""
     builders = (make_images, model_inputs, _build_keras_model, _tflite_spec, predict_tflite, _write_artifacts,
                 build_run)  # fmt: skip
     parts = [inspect.getsource(f) for f in builders] + [repr((RUN_NAME, LABELS, IMAGE_SIZE, FRAME_HW, FORMATS))]
-    parts.append((REPO / "contracts" / "preprocess.py").read_text())
+    makers = ("contracts/preprocess.py", "contracts/formats.py", "export/tflite.py", "export/onnx.py",
+              "export/tflite_metadata.py", "export/model_info.py", "export/label.py")  # fmt: skip
+    parts += [(REPO / f).read_text() for f in makers]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 

@@ -50,12 +50,12 @@ def test_formats_agree(edge_run, pictures):
 
 def test_int8_outputs_are_dequantized_probabilities(edge_run, pictures):
     clf = Classifier.from_model(edge_run / "export" / "tflite_int8.tflite")
-    assert clf.backend.output.dtype == "int8"
+    assert clf.backend.output.dtype == "uint8"
     for b in pictures[0][:30]:
         scores, _ = clf.predict(b)
         assert scores.dtype == np.float32
         assert scores.min() >= 0.0 and scores.max() <= 1.0
-        assert abs(float(scores.sum()) - 1.0) < 0.02  # softmax, up to one int8 step per class
+        assert abs(float(scores.sum()) - 1.0) < 0.02  # softmax, up to one uint8 step per class
 
 
 def test_quantization_comes_from_the_interpreter(edge_run, pictures):
@@ -68,15 +68,16 @@ def test_quantization_comes_from_the_interpreter(edge_run, pictures):
     clf = Classifier.from_model(path)
     assert clf.input_quantization == pytest.approx(i["quantization"])
     assert clf.output_quantization == pytest.approx(o["quantization"])
-    assert clf.input_quantization != (1.0, 0)  # a real scale, not a placeholder
+    assert clf.input_quantization == (1.0, 0)  # raw pixels (export.tflite.pin_pixel_input)
+    assert clf.output_quantization == pytest.approx((1 / 256, 0))  # a real scale, read from the model
 
     # The classifier's input tensor and scores are exactly what the interpreter's own parameters give.
     frame = pictures[0][0]
     x = clf.preprocess(frame)
     rgb = bgr_to_input(frame, 32)  # the one preprocessing; what is checked here is the quantization
     scale, zp = i["quantization"]
-    expected = np.clip(np.round(rgb.astype(np.float32) / scale) + zp, -128, 127).astype(np.int8)
-    assert x.dtype == np.int8 and np.array_equal(x[0], expected)
+    expected = np.clip(np.round(rgb.astype(np.float32) / scale) + zp, 0, 255).astype(np.uint8)
+    assert x.dtype == np.uint8 and np.array_equal(x[0], expected)
     it.set_tensor(i["index"], x)
     it.invoke()
     raw = it.get_tensor(o["index"])[0]
@@ -107,7 +108,7 @@ def test_manifest_dtype_must_agree_with_the_interpreter(edge_run, tmp_path):
     def change(a):
         a["input"].update(dtype="float32", scale=None, zero_point=None)
 
-    with pytest.raises(ManifestError, match="input is int8 in the model but float32 in the manifest"):
+    with pytest.raises(ManifestError, match="input is uint8 in the model but float32 in the manifest"):
         Classifier.from_model(_tampered_copy(edge_run, tmp_path, change))
 
 

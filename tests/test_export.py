@@ -35,9 +35,33 @@ def test_every_format_is_published_with_its_manifest(exported_run: Path):
             assert a.parity["max_abs_diff"] <= fmt.max_abs_diff
         assert a.input.shape == [1, 32, 32, 3] and a.output.shape[-1] == 3
         assert a.input.dtype == fmt.input_dtype and a.output.dtype == fmt.output_dtype
-        if fmt.input_dtype == "int8":
-            assert a.input.scale > 0 and -128 <= a.input.zero_point <= 127
+        if fmt.quantization == "int8" and fmt.runtime == "litert":  # raw pixels in, what MediaPipe feeds
+            assert (a.input.dtype, a.input.scale, a.input.zero_point) == ("uint8", 1.0, 0)
+            assert a.output.dtype == "uint8" and a.output.scale == pytest.approx(1 / 256)
     assert not list((exported_run / "export").glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_every_published_artifact_describes_itself(exported_run: Path):
+    """The file the gate checked carries its labels and input: TFLite metadata, ONNX metadata_props."""
+    import onnx
+
+    from contracts.tflite_metadata import read_metadata
+
+    m = load_manifest(exported_run / "export")
+    for a in m.artifacts:
+        path = exported_run / "export" / a.file
+        if a.runtime == "litert":
+            meta = read_metadata(path)
+            assert meta.labels == m.labels and (meta.mean, meta.std, meta.color_space) == ([0.0], [1.0], "RGB")
+            assert meta.name == m.run and a.format in meta.description
+            assert meta.version == f"sha256:{a.source_sha256[:12]}"
+            continue
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert json.loads(props["labels"]) == m.labels and props["image_size"] == str(m.image_size)
+        assert (props["layout"], props["input_dtype"], props["color_order"]) == ("NHWC", "float32", "RGB")
+        assert json.loads(props["preprocessing"])["normalization"] == m.preprocessing.normalization
+        assert "tf2onnx" in props["producer"] and ("onnxruntime" in props["producer"]) == (a.format == "onnx_int8")
 
 
 @pytest.mark.slow
