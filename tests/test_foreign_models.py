@@ -383,5 +383,7 @@ def test_float_normalization_from_metadata_feeds_minus_one_to_one(mediapipe_pyth
     assert [LABELS[int(s.argmax())] for s in by_hand] == [truth[d["source"]] for d in got]  # the model works
     assert [d["label"] for d in got] == [LABELS[int(s.argmax())] for s in by_hand]
     edge_scores = np.array([[next(c["score"] for c in d["top_k"] if c["label"] == k) for k in LABELS] for d in got])
-    np.testing.assert_allclose(edge_scores, np.array(by_hand), atol=2e-5)  # JSON lines round to 5 decimals
-    assert np.abs(np.array(raw) - np.array(by_hand)).max() > 0.1  # normalization matters: the check can fail
+    atol = 2e-5  # JSON lines round scores to 5 decimals
+    np.testing.assert_allclose(edge_scores, np.array(by_hand), atol=atol)
+    # Raw pixels saturate this model (same labels, surer scores): the check above would see edge feed them.
+    assert np.abs(np.array(raw) - edge_scores).max() > 50 * atol
