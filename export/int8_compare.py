@@ -8,7 +8,7 @@ ONNX), against the float Keras model:
 - ptq_calib_N: the same with more calibration images (calibration set size);
 - ptq_per_tensor: one scale per weight tensor (what per-channel weights are worth);
 - ptq_float_K: the K tensors with the largest quantization error (TFLite's QuantizationDebugger, RMSE / scale)
-  kept in float, uint8 in/out (selective quantization);
+  kept in float (selective quantization; the debugger's model takes and gives float);
 - qat: the run's quantization-aware model (tflite_int8_qat), if the run has one;
 - onnx_int8, onnx_int8_calib_N: onnxruntime's static QDQ int8, with the export's and the larger calibration set.
 The per-layer error of plain PTQ is written too (int8_layer_error.png), so a person can see where the points go.
@@ -61,14 +61,14 @@ def layer_errors(model, calibration: np.ndarray) -> list[dict]:
 def _selective(model, calibration: np.ndarray, denylist: list[str]) -> bytes:
     import tensorflow as tf
 
-    from export.tflite import int8_converter, pin_pixel_input, representative_dataset  # as tflite_int8 is made
+    from export.tflite import int8_converter, representative_dataset  # the converter export publishes tflite_int8 with
 
     conv = int8_converter(model, calibration, int8_only=False)
     opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=conv, debug_dataset=representative_dataset(calibration), debug_options=opts
     )
-    return pin_pixel_input(debugger.get_nondebug_quantized_model())
+    return debugger.get_nondebug_quantized_model()  # float in and out: the debugger ignores the I/O types
 
 
 def _score(path: Path, test_x, test_y, float_pred) -> dict:
