@@ -65,7 +65,7 @@ def model_info(fmt: ExportFormat, source_sha256: str, *, run: str, backbone: str
     model = f"{backbone} (alpha {alpha:g})" if backbone == "mobilenetv2" else backbone
     description = (f"Image classifier: {model}, {len(labels)} classes ({', '.join(labels[:5])}"
                    f"{', ...' if len(labels) > 5 else ''}), {image_size}x{image_size} RGB 0-255 input. "
-                   f"{fmt.description} ({fmt.name}). Made by {made_by} from run {run}.")  # fmt: skip
+                   f"Format {fmt.name}: {fmt.description}. Made by {made_by} from run {run}.")  # fmt: skip
     return ModelInfo(
         name=run, description=description, version=f"sha256:{source_sha256[:12]}", labels=list(labels),
         image_size=image_size, preprocessing=preprocessing, producer=made_by,

@@ -135,6 +135,30 @@ def test_up_to_date_artifacts_are_skipped_unless_forced(run_copy: Path):
 
 
 @pytest.mark.slow
+def test_artifacts_from_before_metadata_and_uint8_are_not_up_to_date(run_copy: Path):
+    """An export of an older toolkit: a .tflite without metadata, an int8 model with int8 input. Both are redone."""
+    from contracts.manifest import sha256_file
+    from contracts.tflite_metadata import METADATA_NAME, read_metadata
+    from export.tflite_metadata import pack_model, unpack_model
+
+    exp = run_copy / "export"
+    fp32 = exp / "tflite_fp32.tflite"
+    model = unpack_model(fp32.read_bytes())
+    model.metadata = [m for m in model.metadata if m.name != METADATA_NAME.encode()]
+    fp32.write_bytes(pack_model(model))
+    doc = json.loads((exp / "manifest.json").read_text())
+    for a in doc["artifacts"]:
+        if a["format"] == "tflite_fp32":
+            a["sha256"] = sha256_file(fp32)  # the manifest of that export listed the file as it was
+        if a["format"] == "tflite_int8":
+            a["input"].update(dtype="int8", scale=0.98, zero_point=-128)
+    (exp / "manifest.json").write_text(json.dumps(doc))
+    assert _export(run_copy, "tflite_fp32,tflite_int8")["published"] == ["tflite_fp32", "tflite_int8"]
+    assert read_metadata(fp32).labels == load_manifest(exp).labels
+    assert load_manifest(exp).entry("tflite_int8").input.dtype == "uint8"
+
+
+@pytest.mark.slow
 def test_gate_refuses_a_format_and_keeps_the_others(run_copy: Path, monkeypatch, capsys):
     import export.run
     from export.cli import main
