@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import flatbuffers
 import numpy as np
@@ -177,9 +178,7 @@ def with_metadata(model_bytes: bytes, info: ModelInfo) -> bytes:
     return append_files(pack_model(model), {LABELS_FILE: "".join(f"{x}\n" for x in info.labels).encode()})
 
 
-def write_metadata(path, info: ModelInfo) -> None:
+def write_metadata(path: str | Path, info: ModelInfo) -> None:
     """Rewrites the .tflite at `path` with its metadata and labels file (replacing any it had)."""
-    from pathlib import Path
-
     p = Path(path)
     p.write_bytes(with_metadata(p.read_bytes(), info))
