@@ -78,6 +78,7 @@ def test_quantization_comes_from_the_interpreter(edge_run, pictures):
     scale, zp = i["quantization"]
     expected = np.clip(np.round(rgb.astype(np.float32) / scale) + zp, 0, 255).astype(np.uint8)
     assert x.dtype == np.uint8 and np.array_equal(x[0], expected)
+    assert clf._lut is None  # scale 1, zero point 0: the pixels go in as they are, without a lookup per frame
     it.set_tensor(i["index"], x)
     it.invoke()
     raw = it.get_tensor(o["index"])[0]

@@ -198,7 +198,9 @@ class Classifier:
         if self.input_quantization is None:
             return x.astype(self.backend.input.dtype)
         scale, zero_point = self.input_quantization
-        return quantize(x, scale, zero_point, self.backend.input.dtype)
+        table = quantize(x, scale, zero_point, self.backend.input.dtype)
+        # uint8 pixels at scale 1, zero point 0 (the published int8 formats) are the input as they are: no lookup
+        return None if np.array_equal(table, np.arange(256)) and table.dtype == np.uint8 else table
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
         """A BGR frame -> the model's input tensor (1 x H x W x 3, in its dtype, quantized if integer)."""
