@@ -17,7 +17,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -142,8 +144,9 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         reader.start()
         # A recording plays at the video's own rate, pictures as a slideshow, live sources at the measured rate.
         fps = 1.0 if still else (None if live else source_fps(reader.capture))
-        with recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
-            n = run_loop(o, classifier, reader, window, rec, still)
+        stop = threading.Event()
+        with _signals_set(stop), recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
+            n = run_loop(o, classifier, reader, window, rec, still, stop)
     finally:
         reader.stop()
         if window is not None:
@@ -154,8 +157,33 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
     return 0
 
 
+@contextlib.contextmanager
+def _signals_set(stop: threading.Event):
+    """While the loop runs, Ctrl-C and SIGTERM only set `stop`, which the loop checks between frames.
+
+    Raising KeyboardInterrupt from the handler could land between a lock's acquire and its with-block inside the
+    frame queues (bpo-29988), leaving the lock held: stopping the reader then waited forever (1 run in about 30
+    of test_ctrl_c_and_sigterm_exit_0 under load). The loop polls the reader every 0.1 s, so it still stops at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_loop(
-    o: EdgeOptions, classifier: Classifier, reader: FrameReader, window: Window | None = None, rec=None, still=False
+    o: EdgeOptions,
+    classifier: Classifier,
+    reader: FrameReader,
+    window: Window | None = None,
+    rec=None,
+    still=False,
+    stop: threading.Event | None = None,
 ) -> int:
     """The camera loop: takes frames from the reader, classifies each, prints, draws, records and shows it, until
     the source is done, o.max_frames, q/Esc or Ctrl-C (which ends it normally: the recording is kept).
@@ -167,6 +195,7 @@ def run_loop(
         window: shows each drawn frame (None: no window).
         rec: anything with write(canvas), handed each drawn frame (a recording; None: none).
         still: the frames are pictures: the window waits for a key on each.
+        stop: ends the loop, as Ctrl-C does, when set (run() sets it from SIGINT and SIGTERM).
 
     Returns:
         how many frames it classified.
@@ -176,6 +205,8 @@ def run_loop(
         log.info("press any key for the next picture, q or Esc to quit")
     try:
         while o.max_frames is None or n < o.max_frames:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             frame = reader.get(timeout=0.1)
             for event in reader.pop_events():  # each before the frame it came with: the order things happened
                 if o.headless:
