@@ -24,7 +24,7 @@ from contracts.manifest import TensorSpec
 from contracts.preprocess import bgr_to_input
 from contracts.runners.base import Backend
 from contracts.runners.classifier import Classifier
-from contracts.runners.model_info import describe_unlisted
+from contracts.runners.unlisted import describe_unlisted
 from contracts.tflite_metadata import read_metadata
 from edge import cli
 

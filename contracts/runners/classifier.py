@@ -7,7 +7,7 @@ from_model() checks, before anything runs: the manifest beside the model lists i
 and the tensors the runtime reports agree with the manifest (shape, dtype, quantization). int8 inputs are
 quantized and int8 outputs dequantized with the parameters the interpreter itself reports. A model no manifest
 lists (another tool's, or ours copied alone) runs on its own metadata or a labels file instead, unverified
-(contracts.runners.model_info): `verified` is then False, and edge logs it.
+(contracts.runners.unlisted): `verified` is then False, and edge logs it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from contracts.manifest import (
 from contracts.preprocess import bgr_to_input, dequantize, quantize
 from contracts.runners import BACKENDS, backend_for_file, create_backend
 from contracts.runners.base import Backend
-from contracts.runners.model_info import describe_unlisted
+from contracts.runners.unlisted import describe_unlisted
 
 # What this runtime implements of the manifest's preprocessing contract (contracts.manifest.Preprocessing).
 _COLOR_ORDERS = ("RGB", "BGR")
@@ -116,7 +116,7 @@ class Classifier:
         labels: str | Path | None = None,
     ) -> Classifier:
         """Opens a model after checking it against the manifest.json beside it, or, when no manifest there lists
-        it, on its own metadata (contracts.runners.model_info; the result's `unverified` says so).
+        it, on its own metadata (contracts.runners.unlisted; the result's `unverified` says so).
 
         Args:
             model_path: a .tflite or .onnx artifact written by export, or any image classifier of that kind.
@@ -165,7 +165,7 @@ class Classifier:
 
     @classmethod
     def _unlisted(cls, path: Path, backend, threads, labels, top_k: int, min_score: float) -> Classifier:
-        """A model no manifest lists, described by its metadata or `labels` (contracts.runners.model_info)."""
+        """A model no manifest lists, described by its metadata or `labels` (contracts.runners.unlisted)."""
         name = backend or backend_for_file(path)
         if name is None:
             raise EdgeError(f"{path} is neither a .tflite nor an .onnx model: pass one of those to --model")

@@ -49,7 +49,7 @@ class OnnxBackend(Backend):
         check_single_io(model_path, len(inputs), len(outputs))
         self._in_name, self._out_name = inputs[0].name, outputs[0].name
         self.input, self.output = _onnx_spec(inputs[0], model_path), _onnx_spec(outputs[0], model_path)
-        # metadata_props (labels, for a model no manifest lists: contracts.runners.model_info)
+        # metadata_props (labels, for a model no manifest lists: contracts.runners.unlisted)
         self.custom_metadata = dict(self._session.get_modelmeta().custom_metadata_map)
 
     def run(self, x: np.ndarray) -> np.ndarray:
