@@ -4,10 +4,10 @@
     result = clf.classify(cv2.imread("cat.jpg"))   # Result(categories=[Category("cat", 0.93), ...], inference_ms=1.2)
 
 from_model() checks, before anything runs: the manifest beside the model lists it, the file's sha256 matches,
-and the tensors the runtime reports agree with the manifest (shape, dtype, quantization). int8 inputs are
-quantized and int8 outputs dequantized with the parameters the interpreter itself reports. A model no manifest
+and the tensors the runtime reports agree with the manifest (shape, dtype, quantization). Integer inputs are
+quantized and integer outputs dequantized with the parameters the interpreter itself reports. A model no manifest
 lists (another tool's, or ours copied alone) runs on its own metadata or a labels file instead, unverified
-(contracts.runners.unlisted): `verified` is then False, and edge logs it.
+(contracts.runners.unlisted): `unverified` then holds the line edge logs about it.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class Classifier:
         labels: str | Path | None = None,
     ) -> Classifier:
         """Opens a model after checking it against the manifest.json beside it, or, when no manifest there lists
-        it, on its own metadata (contracts.runners.unlisted; the result's `unverified` says so).
+        it, on its own metadata (contracts.runners.unlisted; the classifier's `unverified` says so).
 
         Args:
             model_path: a .tflite or .onnx artifact written by export, or any image classifier of that kind.
