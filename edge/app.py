@@ -184,6 +184,8 @@ def run_loop(
     rec=None,
     still=False,
     stop: threading.Event | None = None,
+    feed=None,
+    keeper=None,
 ) -> int:
     """The camera loop: takes frames from the reader, classifies each, prints, draws, records and shows it, until
     the source is done, o.max_frames, q/Esc or Ctrl-C (which ends it normally: the recording is kept).
@@ -196,6 +198,11 @@ def run_loop(
         rec: anything with write(canvas), handed each drawn frame (a recording; None: none).
         still: the frames are pictures: the window waits for a key on each.
         stop: ends the loop, as Ctrl-C does, when set (run() sets it from SIGINT and SIGTERM).
+        feed: anything with publish(image, record, result, fps, drawn) and publish_event(record): the live view
+            (edge.live.LiveFeed). It is handed each frame after drawing (drawn: the image has the overlay) and must
+            return at once: it encodes on a thread of its own, and only while someone watches.
+        keeper: anything with offer(frame, result): --save-uncertain (edge.saver.UncertainKeeper). It is offered
+            each frame before drawing, and copies the few it keeps.
 
     Returns:
         how many frames it classified.
@@ -211,6 +218,8 @@ def run_loop(
             for event in reader.pop_events():  # each before the frame it came with: the order things happened
                 if o.headless:
                     _print_line(event_record(event))
+                if feed is not None:
+                    feed.publish_event(event_record(event))
             if frame is None:
                 if reader.done:
                     break
@@ -220,14 +229,21 @@ def run_loop(
             result = classifier.classify(frame.image, frame.input)
             fps = meter.tick()
             n += 1
-            if o.headless and (n - 1) % o.print_every == 0:
-                _print_line(result_record(frame, result, fps))
+            if keeper is not None:
+                keeper.offer(frame, result)
+            printed = o.headless and (n - 1) % o.print_every == 0
+            record = result_record(frame, result, fps) if printed or feed is not None else None
+            if printed:
+                _print_line(record)
+            canvas = None
             if rec is not None or window is not None:
                 canvas = draw_overlay(frame.image, result, fps)  # in place: the loop owns the frame now
                 if rec is not None:
                     rec.write(canvas)
-                if window is not None and window.show(canvas, 0 if still else 1):
-                    break
+            if feed is not None:
+                feed.publish(frame.image if canvas is None else canvas, record, result, fps, canvas is not None)
+            if window is not None and window.show(canvas, 0 if still else 1):
+                break
     except KeyboardInterrupt:
         log.info("interrupted, stopping")
     return n

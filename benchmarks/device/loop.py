@@ -166,7 +166,9 @@ class _ClockRecorder:
         self.times.append(time.perf_counter())
 
 
-def measure_loop(classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None) -> dict:
+def measure_loop(
+    classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None, feed=None
+) -> dict:
     """Runs edge's camera loop over a video file and times it.
 
     Args:
@@ -174,6 +176,7 @@ def measure_loop(classifier: Classifier, video: str | Path, warmup: int = 10, la
         video: a video file (every frame is classified, in order).
         warmup: first frames left out of the figures.
         labels: class index of each frame, for loop_top1 (None: not computed).
+        feed: handed to run_loop (a live view, edge.live.LiveFeed: what watching costs the loop); None: none.
 
     Returns:
         loop_fps, loop_ms (per frame, between consecutive drawn frames), loop_inference_ms (mean, inside the
@@ -195,7 +198,7 @@ def measure_loop(classifier: Classifier, video: str | Path, warmup: int = 10, la
                          every_frame=True, prepare=prepare).start()  # fmt: skip
     timed_reader = _TimedReader(reader)
     try:
-        n = run_loop(options, tap, timed_reader, rec=clock)  # the loop itself, not a copy of it
+        n = run_loop(options, tap, timed_reader, rec=clock, feed=feed)  # the loop itself, not a copy of it
     finally:
         reader.stop()
     if n < warmup + 2 or not len(clock.times) == len(timed_reader.wait_ms) == n:
