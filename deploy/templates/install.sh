@@ -4,6 +4,8 @@
 #
 #   ./install.sh                         # ./.venv with the pinned runtime (numpy, OpenCV, LiteRT)
 #   ./install.sh --service [--source 0]  # ... and the systemd unit edge-classifier.service (needs sudo)
+#   ./install.sh --service --serve 8080  # ... with the live view on port 8080 of every address (LAN), behind a
+#                                        #     token kept in /etc/default/edge-classifier (127.0.0.1:8080: local only)
 #   ./install.sh --picamera              # ... able to use the Pi camera (--source picamera) via apt's picamera2
 #   ./install.sh --gui                   # ... with the OpenCV build that opens windows (Pi OS with a desktop)
 #   ./install.sh --pip | --apt           # force a route (default: pip on 64-bit, apt on 32-bit Pi OS)
@@ -18,7 +20,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-$HERE/.venv}
-SERVICE=0 PICAMERA=0 GUI=0 ROUTE=auto SOURCE=0
+UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}  # where --service puts the unit, and its settings file (tests move them)
+DEFAULTS=${DEFAULTS:-/etc/default/edge-classifier}
+SERVICE=0 PICAMERA=0 GUI=0 ROUTE=auto SOURCE=0 SERVE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --service) SERVICE=1 ;;
@@ -27,11 +31,25 @@ while [ $# -gt 0 ]; do
     --pip) ROUTE=pip ;;
     --apt) ROUTE=apt ;;
     --source) SOURCE=${2:?--source needs a value}; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --serve) SERVE=${2:?--serve needs a port or HOST:PORT}; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see ./install.sh --help)" >&2; exit 2 ;;
   esac
   shift
 done
+if [ -n "$SERVE" ]; then
+  [ "$SERVICE" = 1 ] || { echo "install.sh: --serve configures the service: add --service" >&2; exit 2; }
+  case "$SERVE" in
+    *:*) serve_host=${SERVE%:*} serve_port=${SERVE##*:} ;;
+    *) serve_host=0.0.0.0 serve_port=$SERVE ;;  # a port alone: watched from another machine, so every address
+  esac
+  case "$serve_port" in
+    ''|*[!0-9]*) echo "install.sh: --serve $SERVE: expected a port (8080) or HOST:PORT (127.0.0.1:8080)" >&2; exit 2 ;;
+  esac
+  if [ "$serve_port" -lt 1024 ] || [ "$serve_port" -gt 65535 ]; then
+    echo "install.sh: --serve $SERVE: pick a port from 1024 to 65535 (the service does not run as root)" >&2; exit 2
+  fi
+fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 TMP=$(mktemp -d)
@@ -94,13 +112,32 @@ echo "install.sh: try it: $VENV/bin/python -m edge --model @@MODEL@@ --source 0 
 
 if [ "$SERVICE" = 1 ]; then
   user=${SUDO_USER:-$(id -un)}
-  sed -e "s|@DIR@|$HERE|g" -e "s|@USER@|$user|g" edge-classifier.service \
-    | $SUDO tee /etc/systemd/system/edge-classifier.service >/dev/null
-  if [ ! -f /etc/default/edge-classifier ]; then
-    printf 'EDGE_SOURCE=%s\nEDGE_ARGS="--print-every 30"\n' "$SOURCE" | $SUDO tee /etc/default/edge-classifier >/dev/null
+  sed -e "s|@DIR@|$HERE|g" -e "s|@USER@|$user|g" -e "s|/etc/default/edge-classifier|$DEFAULTS|g" edge-classifier.service \
+    | $SUDO tee "$UNIT_DIR/edge-classifier.service" >/dev/null
+  defaults=$DEFAULTS
+  if [ ! -f "$defaults" ]; then
+    printf 'EDGE_SOURCE=%s\nEDGE_ARGS="--print-every 30"\n' "$SOURCE" | $SUDO tee "$defaults" >/dev/null
+  fi
+  if [ -n "$SERVE" ]; then
+    # The token stays in the settings file (root only), not on the command line where `ps` would show it; a
+    # reinstall keeps the token it had, so bookmarked links still work.
+    token=$($SUDO sed -n 's/^EDGE_SERVE_TOKEN=//p' "$defaults" | tail -n 1)
+    [ -n "$token" ] || token=$("$VENV/bin/python" -c "import secrets; print(secrets.token_urlsafe(16))")
+    { $SUDO grep -v -e '^EDGE_SERVE_ARGS=' -e '^EDGE_SERVE_TOKEN=' "$defaults" || true
+      printf 'EDGE_SERVE_ARGS="--serve %s:%s"\nEDGE_SERVE_TOKEN=%s\n' "$serve_host" "$serve_port" "$token"
+    } > "$TMP/defaults"
+    $SUDO install -m 600 "$TMP/defaults" "$defaults"
   fi
   $SUDO systemctl daemon-reload
-  $SUDO systemctl enable --now edge-classifier.service
+  $SUDO systemctl enable edge-classifier.service
+  $SUDO systemctl restart edge-classifier.service  # a reinstall picks up the new unit and settings
   echo "install.sh: service edge-classifier is running as $user; logs: journalctl -u edge-classifier -f;" \
-       "settings: /etc/default/edge-classifier"
+       "settings: $defaults"
+  if [ -n "$SERVE" ]; then
+    case "$serve_host" in
+      0.0.0.0|::) where=$(hostname -I 2>/dev/null | awk '{print $1}'); where=${where:-$(hostname)} ;;
+      *) where=$serve_host ;;
+    esac
+    echo "install.sh: live view: http://$where:$serve_port/?token=$token (the token is in $defaults)"
+  fi
 fi
