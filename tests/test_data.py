@@ -240,3 +240,20 @@ def test_digits():
     train = ds.splits["train"].images
     assert train.min() == 0 and train.max() == 255  # full ink range, not the scans' 0-16
     np.testing.assert_array_equal(train[..., 0], train[..., 2])  # gray replicated into RGB
+
+
+def test_underscore_folders_and_sidecars_are_not_data(tmp_path, capsys):
+    """The layout edge's --save-uncertain leaves: _unsorted/ with frames and their .json predictions, README.txt,
+    and the frames a person sorted into class folders (with their .json beside them)."""
+    _fill(tmp_path / "a", 5, ".jpg")
+    _fill(tmp_path / "b", 6, ".jpg")
+    _fill(tmp_path / "_unsorted", 4, ".jpg")
+    for folder in ("a", "b", "_unsorted"):
+        (tmp_path / folder / "000.json").write_text('{"top_k": [{"label": "a", "score": 0.41}]}')
+    (tmp_path / "README.txt").write_text("sort the images in _unsorted/ into the class folders")
+    ds = scan_folder(tmp_path)
+    assert ds.class_names == ["a", "b"]
+    paths = [p for s in ds.splits.values() for p in s.paths]
+    assert len(paths) == 11 and all(Path(p).suffix == ".jpg" and "_unsorted" not in p for p in paths)
+    out = capsys.readouterr().out
+    assert "_unsorted" in out and "not classes" in out and "warning" not in out

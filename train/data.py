@@ -77,7 +77,9 @@ def load_resized(path: str | Path, size: int) -> np.ndarray:
 
 
 def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The class sub-folders of root: every folder but hidden ones (".git") and those named "_..." (edge's
+    "_unsorted", where frames wait for a person to sort them), which are not classes."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
 def _scan_class(folder: Path, skipped: list, progress: list) -> list[str]:
@@ -103,6 +105,9 @@ def _scan_class(folder: Path, skipped: list, progress: list) -> list[str]:
 def _scan(root: Path, class_names: list[str] | None, skipped: list, progress: list) -> tuple[list[str], dict]:
     folders = _class_folders(root)
     names = [f.name for f in folders]
+    ignored = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("_"))
+    if ignored:  # said once, so images left in _unsorted/ are not a mystery
+        print(f"note: {', '.join(ignored)} in {root} not used: folders named _... are not classes", flush=True)
     if class_names is not None and names != class_names:
         raise DataError(
             f"{root} has classes {names}, but {root.parent / 'train'} has {class_names}: "
@@ -118,6 +123,9 @@ def _scan(root: Path, class_names: list[str] | None, skipped: list, progress: li
 
 def scan_folder(root: str | Path, val_split: float = 0.15, test_split: float = 0.15, seed: int = 1337) -> Dataset:
     """Reads a folder of class sub-folders, or one with train/, val/ and test/ sub-folders.
+
+    Sub-folders whose names start with "." or "_" (edge's "_unsorted") are not classes, and files that are not
+    images (the .json beside a kept frame, README.txt) are not data: both are skipped.
 
     Every image is decoded once here, so a corrupt file is skipped (and reported) before training
     starts, never mid-epoch.
