@@ -7,8 +7,10 @@ run() checks the model (manifest, sha256, tensors; or, for a model no manifest l
 with a warning that nothing was verified) and the source before it opens any camera, then reads and
 preprocesses frames on threads of their own (edge.reader), and classifies them in run_loop() until the source ends,
 --max-frames, q/Esc or Ctrl-C. With --headless, a live source's outage adds a line when it begins and one when it
-ends (event_record), in order between the frame lines. The device-side benchmarks (benchmarks.device.loop and
-.soak) time run_loop() itself, with a reader and a recorder of their own.
+ends (event_record), in order between the frame lines. With --serve, the loop also publishes each frame and record
+to a live view (edge.live, edge.serve: a web page, MJPEG, Server-Sent Events, /health); with --save-uncertain, it
+offers each frame to a keeper that saves the unsure ones (edge.uncertain). The device-side benchmarks
+(benchmarks.device.loop and .soak) time run_loop() itself, with a reader and a recorder of their own.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from datetime import datetime, timezone
 from contracts.runners.classifier import Classifier, Result
 from edge.display import FpsMeter, Window, check_display, check_record_path, draw_overlay, recording
 from edge.frames import Frame, SourceEvent
+from edge.live import LiveFeed
 from edge.reader import FrameReader
+from edge.serve import LiveServer, parse_serve
 from edge.sources import Capture, check_source, open_capture, parse_source, quiet_opencv, source_fps
+from edge.uncertain import UncertainKeeper, check_uncertain_folder
 
 log = logging.getLogger("edge")
 
@@ -57,6 +62,12 @@ class EdgeOptions:
     retry_max_s: float = 10.0  # ... up to this (a camera that is unplugged for hours costs nothing)
     stall_timeout_s: float = 10.0  # a stream that gives no new frame for this long is an outage: reconnected
     window_title: str = "edge classifier"  # title of the window (not headless)
+    serve: str | None = None  # "[HOST:]PORT": also serve the live view (edge.serve); None: no server
+    serve_token: str | None = None  # the token the live view asks for; None: a random one on a non-local address
+    save_uncertain: str | None = None  # keep frames whose best score is below `below` in this folder's _unsorted/
+    below: float = 0.6  # save_uncertain's threshold on the best score
+    uncertain_every_s: float = 1.0  # save_uncertain keeps at most one frame per this many seconds
+    uncertain_max: int | None = 1000  # ... and none once its _unsorted/ holds this many images (None: no cap)
 
 
 def result_record(frame: Frame, result: Result, fps: float | None) -> dict:
@@ -108,8 +119,9 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         source_live: whether open_source is a live source (reconnect when it fails) or a file (end).
 
     Raises:
-        EdgeError, ManifestError: the model, manifest, backend, source or --record name cannot work (or --record
-            would replace a file without overwrite, or the source ever); raised before any camera is opened.
+        EdgeError, ManifestError: the model, manifest, backend, source, --record name, --serve address or
+            --save-uncertain folder cannot work (or --record would replace a file without overwrite, or the source
+            ever); raised before any camera is opened.
     """
     o = options
     # Everything that can be checked without a camera is checked first, cheapest first.
@@ -122,39 +134,78 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
         check_source(spec)
     if not o.headless:
         check_display()
-    threads = resolve_threads(o.threads)
-    classifier = Classifier.from_model(o.model, o.backend, threads, top_k=o.top_k, min_score=o.min_score,
-                                       labels=o.labels)  # fmt: skip
-    if classifier.unverified:
-        log.warning(classifier.unverified)
-    live = spec.live if spec is not None else source_live
-    every_frame = (not live) if o.every_frame is None else o.every_frame
-    window = None if o.headless else Window(o.window_title)
-    name = str(spec) if spec is not None else "injected source"
-    log.info("model %s, %d threads", classifier.describe(), threads)
-    log.info("source %s (%s); settings %s", name, "every frame" if every_frame else "latest frame",
-             json.dumps({k: v for k, v in asdict(o).items() if v is not None}))  # fmt: skip
-    reader = FrameReader(
-        open_source or (lambda: open_capture(spec, o.stall_timeout_s)), name=name, live=live, every_frame=every_frame,
-        loop=o.loop, retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s, prepare=classifier.preprocess,
-        stall_timeout_s=o.stall_timeout_s if live else None,
-    )  # fmt: skip
-    still = spec is not None and spec.kind in ("image", "folder")  # a window waits for a key on each picture
-    try:
-        reader.start()
-        # A recording plays at the video's own rate, pictures as a slideshow, live sources at the measured rate.
-        fps = 1.0 if still else (None if live else source_fps(reader.capture))
-        stop = threading.Event()
-        with _signals_set(stop), recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
-            n = run_loop(o, classifier, reader, window, rec, still, stop)
-    finally:
-        reader.stop()
-        if window is not None:
-            window.close()
+    if o.save_uncertain:
+        check_uncertain_folder(o.save_uncertain)
+    server = _bind(o.serve, o.serve_token) if o.serve else None  # before the model loads: a taken port fails fast
+    with server if server is not None else contextlib.nullcontext(), contextlib.ExitStack() as outputs:
+        threads = resolve_threads(o.threads)
+        classifier = Classifier.from_model(o.model, o.backend, threads, top_k=o.top_k, min_score=o.min_score,
+                                           labels=o.labels)  # fmt: skip
+        if classifier.unverified:
+            log.warning(classifier.unverified)
+        live = spec.live if spec is not None else source_live
+        every_frame = (not live) if o.every_frame is None else o.every_frame
+        window = None if o.headless else Window(o.window_title)
+        name = str(spec) if spec is not None else "injected source"
+        log.info("model %s, %d threads", classifier.describe(), threads)
+        log.info("source %s (%s); settings %s", name, "every frame" if every_frame else "latest frame",
+                 json.dumps({k: v for k, v in asdict(o).items() if v is not None and k != "serve_token"}))  # fmt: skip
+        reader = FrameReader(
+            open_source or (lambda: open_capture(spec, o.stall_timeout_s)), name=name, live=live,
+            every_frame=every_frame, loop=o.loop, retry_initial_s=o.retry_initial_s, retry_max_s=o.retry_max_s,
+            prepare=classifier.preprocess, stall_timeout_s=o.stall_timeout_s if live else None,
+        )  # fmt: skip
+        still = spec is not None and spec.kind in ("image", "folder")  # a window waits for a key on each picture
+        feed = outputs.enter_context(_live_view(server, classifier, name)) if server is not None else None
+        keeper = outputs.enter_context(_uncertain(o, classifier)) if o.save_uncertain else None
+        try:
+            reader.start()
+            # A recording plays at the video's own rate, pictures as a slideshow, live sources at the measured rate.
+            fps = 1.0 if still else (None if live else source_fps(reader.capture))
+            stop = threading.Event()
+            with _signals_set(stop), recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
+                n = run_loop(o, classifier, reader, window, rec, still, stop, feed, keeper)
+        finally:
+            reader.stop()
+            if window is not None:
+                window.close()
     log.info("%d frames classified from %s%s%s", n, name,
              f" ({reader.frames_dropped} skipped to stay current)" if reader.frames_dropped else "",
              f", {reader.outages} outage{'s' if reader.outages > 1 else ''}" if reader.outages else "")  # fmt: skip
     return 0
+
+
+def _bind(serve: str, token: str | None) -> LiveServer:
+    """--serve: the live view's server, bound (EdgeError: a bad address, a port in use, not this machine's)."""
+    return LiveServer(LiveFeed(), *parse_serve(serve), token=token)
+
+
+@contextlib.contextmanager
+def _live_view(server: LiveServer, classifier: Classifier, source: str):
+    """--serve: tells the bound server what runs, starts it and the feed's encoder; yields the feed for the loop."""
+    entry, feed = classifier.entry, server.feed
+    feed.info.update(mode="classify", model=entry.file, sha256=entry.sha256, source=source)
+    server.page.update(mode="classify", labels=classifier.labels, model=entry.file, title="edge classifier")
+    feed.start()
+    server.start()
+    local = "" if server.token else " (this machine only: --serve 0.0.0.0:PORT for the LAN)"
+    log.info("live view: %s%s", server.url, local)
+    try:
+        yield feed
+    finally:
+        server.stop()
+        feed.stop()
+
+
+@contextlib.contextmanager
+def _uncertain(o: EdgeOptions, classifier: Classifier):
+    """--save-uncertain: the keeper the loop offers each frame to; its summary line when the run ends."""
+    keeper = UncertainKeeper(o.save_uncertain, o.below, o.uncertain_every_s, o.uncertain_max, classifier.labels,
+                             model=classifier.entry.file, top_k=o.top_k)  # fmt: skip
+    try:
+        yield keeper
+    finally:
+        keeper.close()
 
 
 @contextlib.contextmanager

@@ -4,10 +4,12 @@
     python -m edge --model MODEL --source picamera --headless                     # JSON lines on stdout
     python -m edge --model MODEL --source clip.mp4 --record annotated.mp4 --headless
     python -m edge --model mobilenet_quant.tflite --labels labels.txt --headless   # a model without a manifest
+    python -m edge --model MODEL --source 0 --headless --serve 8080               # live view: http://127.0.0.1:8080/
+    python -m edge --model MODEL --headless --save-uncertain photos --below 0.6   # keep frames it is unsure of
 
 Exit codes: 0 when the source ends, on q/Esc, --max-frames, Ctrl-C or SIGTERM; 2 when the model, its manifest
-(or its metadata, or the --labels file), the backend, the source or the --record file cannot be used (one line on
-stderr naming the file and the fix); 1 on a crash.
+(or its metadata, or the --labels file), the backend, the source, the --record file, the --serve address or the
+--save-uncertain folder cannot be used (one line on stderr naming the file and the fix); 1 on a crash.
 """
 
 from __future__ import annotations
@@ -128,6 +130,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--print-every", type=_positive_int, default=1, help="headless: print one line every N frames (default 1)"
     )
+    p.add_argument(
+        "--serve",
+        default=None,
+        metavar="[HOST:]PORT",
+        help="also serve a live view: a page with the annotated video, label, score, FPS and top-k, plus "
+        "/video.mjpg, /events (the --headless records as Server-Sent Events), /latest.json and /health. A port "
+        "alone listens on 127.0.0.1; with a host (0.0.0.0: every address) every request needs the token printed "
+        "at start",
+    )
+    p.add_argument(
+        "--serve-token",
+        default=os.environ.get("EDGE_SERVE_TOKEN") or None,
+        metavar="TOKEN",
+        help="the token --serve asks for (default: $EDGE_SERVE_TOKEN, else a random one on a non-local address)",
+    )
+    p.add_argument(
+        "--save-uncertain",
+        default=None,
+        metavar="DIR",
+        help="keep frames whose best score is below --below in DIR/_unsorted/ (at most one per "
+        "--uncertain-every seconds), each with its predictions as JSON beside it; DIR also gets a folder per label "
+        "to sort them into, and `python -m train --data DIR` trains on the sorted ones",
+    )
+    p.add_argument("--below", type=_score, default=0.6, help="--save-uncertain threshold on the best score (0.6)")
+    p.add_argument(
+        "--uncertain-every",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="--save-uncertain keeps at most one frame per this many seconds (default 1)",
+    )
+    p.add_argument(
+        "--uncertain-max",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="--save-uncertain stops keeping frames once DIR/_unsorted holds N images, so a service that runs for "
+        "weeks never fills the disk; sort them out to make room (default 1000)",
+    )
     return p
 
 
@@ -136,6 +177,8 @@ def options_from_args(a: argparse.Namespace) -> EdgeOptions:
         model=a.model, labels=a.labels, source=a.source, backend=a.backend, threads=a.threads, top_k=a.top_k,
         min_score=a.min_score, headless=a.headless, max_frames=a.max_frames, record=a.record, overwrite=a.overwrite,
         every_frame=a.every_frame, loop=a.loop, print_every=a.print_every, stall_timeout_s=a.stall_timeout,
+        serve=a.serve, serve_token=a.serve_token, save_uncertain=a.save_uncertain, below=a.below,
+        uncertain_every_s=a.uncertain_every, uncertain_max=a.uncertain_max,
     )  # fmt: skip
 
 
