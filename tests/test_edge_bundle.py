@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import urllib.error
+import urllib.request
 
 import pytest
 from edge_model import REPO, SAMPLES, TF_MODULES, import_blocker, read_labels_csv
@@ -130,10 +134,23 @@ def test_bundle_installs_in_a_fresh_venv_and_classifies(edge_run, tmp_path):
     root = _extract(tmp_path / "dist" / "tiny-rgb-edge.tar.gz", tmp_path / "pi")
     python = getattr(sys, "_base_executable", sys.executable)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    p = subprocess.run(["bash", "install.sh"], cwd=root, env={**env, "PYTHON": python}, capture_output=True,
-                       text=True, timeout=600)  # fmt: skip
+    # --service --serve as a user types it; systemd's side is a stand-in that logs its calls, and the unit and its
+    # settings go to tmp_path instead of /etc (UNIT_DIR, DEFAULTS)
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    for tool, body in (("systemctl", 'echo "$@" >> "$(dirname "$0")/systemctl.log"'), ("sudo", 'exec "$@"')):
+        (fake / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / tool).chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    etc = {"UNIT_DIR": str(tmp_path), "DEFAULTS": str(tmp_path / "edge-classifier"), "PATH": f"{fake}:{env['PATH']}"}
+    install = ["bash", "install.sh", "--service", "--serve", f"127.0.0.1:{port}", "--source", str(SAMPLES)]
+    p = subprocess.run(install, cwd=root, env={**env, **etc, "PYTHON": python}, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     assert "edge runtime ready" in p.stdout
+    _check_service_with_live_view(root, tmp_path, fake, port, p.stdout, env)
     venv_python = root / ".venv" / "bin" / "python"
     freeze = subprocess.run([str(venv_python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.lower()
     assert "tensorflow" not in freeze and "keras" not in freeze and "onnxruntime" not in freeze
@@ -159,6 +176,47 @@ def test_bundle_installs_in_a_fresh_venv_and_classifies(edge_run, tmp_path):
     assert p.returncode == 0, p.stderr
     rows = json.loads((root / "rows.json").read_text())["rows"]
     assert rows and all(r["device"] == "pi-test" and r["latency_ms_median"] > 0 for r in rows)
+
+
+def _check_service_with_live_view(root, tmp_path, fake, port, install_out, env) -> None:
+    """What install.sh --service --serve set up: the unit, its settings (the token root-only), and the service's own
+    command line serving the live view behind that token."""
+    assert "enable edge-classifier.service" in (fake / "systemctl.log").read_text()
+    defaults = tmp_path / "edge-classifier"
+    settings = dict(line.split("=", 1) for line in defaults.read_text().splitlines())
+    token = settings["EDGE_SERVE_TOKEN"]
+    assert settings["EDGE_SERVE_ARGS"] == f'"--serve 127.0.0.1:{port}"' and len(token) >= 16
+    assert defaults.stat().st_mode & 0o077 == 0  # the token is readable by root only
+    assert f"live view: http://127.0.0.1:{port}/?token={token}" in install_out
+    unit = (tmp_path / "edge-classifier.service").read_text()
+    assert f"EnvironmentFile=-{defaults}" in unit
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart=")).removeprefix("ExecStart=")
+    # The service's command as systemd runs it (its settings file as environment), looping the pictures
+    defaults.write_text(
+        defaults.read_text().replace('EDGE_ARGS="--print-every 30"', 'EDGE_ARGS="--loop --print-every 30"')
+    )
+    script = f"set -a; . {defaults}; set +a; exec {exec_start}"
+    proc = subprocess.Popen(["bash", "-c", script], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for line in proc.stderr:
+            if "live view:" in line:
+                break
+        base = f"http://127.0.0.1:{port}/"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "latest.json", timeout=10)
+        assert refused.value.code == 401
+        for _ in range(50):  # 503 until the first frame
+            try:
+                health = json.load(urllib.request.urlopen(f"{base}health?token={token}", timeout=10))
+                break
+            except urllib.error.HTTPError as e:
+                assert e.code == 503
+        assert health["ok"] and health["model"] == "tflite_int8.tflite"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
 
 
 @pytest.mark.slow
