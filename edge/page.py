@@ -38,10 +38,11 @@ main { display:grid; grid-template-columns:minmax(0,3fr) minmax(16rem,1fr); gap:
 #video { display:block; width:100%; height:auto; }
 #label { font-size:2.2rem; font-weight:700; margin:0; overflow-wrap:anywhere; }
 #label.unknown { color:var(--dim); }
-.stats { display:flex; gap:1.4rem; margin:.3rem 0 1rem; color:var(--dim); font-variant-numeric:tabular-nums; }
-.stats b { color:var(--text); font-weight:600; }
+.stats { display:flex; flex-wrap:wrap; gap:.4rem 1.6rem; margin:.4rem 0 1rem; font-variant-numeric:tabular-nums; }
+.stats div { display:flex; flex-direction:column; } .stats div > span { color:var(--dim); font-size:.8rem; }
+.stats b { font-size:1.15rem; font-weight:600; white-space:nowrap; }
 h2 { font-size:.8rem; text-transform:uppercase; letter-spacing:.06em; color:var(--dim); margin:1rem 0 .5rem; }
-.row { display:grid; grid-template-columns:minmax(4rem,8rem) 1fr 3.6rem; align-items:center; gap:.5rem;
+.row { display:grid; grid-template-columns:minmax(3rem,35%) 1fr 3.6rem; align-items:center; gap:.5rem;
        margin:.35rem 0; font-variant-numeric:tabular-nums; }
 .row span:first-child { overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
 .row span:last-child { text-align:right; color:var(--dim); }
@@ -165,8 +166,11 @@ PAGE = f"""<!doctype html>
   <aside class="card">
     <div id="classify">
       <p id="label" class="unknown">…</p>
-      <div class="stats"><span>score <b id="score">–</b></span><span>FPS <b id="fps">–</b></span>
-        <span>inference <b id="ms">–</b> ms</span></div>
+      <div class="stats">
+        <div><span>score</span><b id="score">–</b></div>
+        <div><span>FPS</span><b id="fps">–</b></div>
+        <div><span>inference</span><b><span id="ms">–</span> ms</b></div>
+      </div>
       <h2>top categories</h2>
       <div id="topk"></div>
     </div>

@@ -30,7 +30,10 @@ GONE = (ConnectionError, TimeoutError)  # a client that went away or stopped rea
 SSE_INTERVAL_S = 0.05  # an event-stream client writes at most 20 times a second, every record since its last write
 KEEPALIVE_S = 15.0  # an SSE comment when nothing else was sent for this long, so proxies keep the stream open
 WAIT_S = 1.0  # a stream's thread looks at the stop flag at least this often
+REPEAT_S = 0.3  # a video client gets its last frame again when no new one came for this long (see _video)
 BOUNDARY = "edgeframe"
+# Each part ends with the next boundary: browsers show a part only once the boundary after it came.
+PART_END = f"\r\n--{BOUNDARY}\r\n".encode()
 MAX_BODY = 4096  # POST bodies are not used; a larger one is refused
 
 
@@ -169,17 +172,24 @@ class Handler(BaseHTTPRequestHandler):
     def _video(self) -> None:
         live = self.server.live
 
+        def part(jpeg: bytes) -> None:
+            head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+            self.wfile.write(head + jpeg + PART_END)  # one write: one frame, whole
+
         def body() -> None:
             with live.feed.watching():
-                seq = 0
+                self.wfile.write(PART_END[2:])
+                seq, jpeg, repeated = 0, None, True
                 while not live.stopping.is_set() and not live.feed.stopped:
-                    got = live.feed.next_jpeg(seq, timeout=WAIT_S)
-                    if got is None and self._client_gone():  # no frames (an outage): still someone there?
-                        raise ConnectionResetError("closed while no frames came")
+                    got = live.feed.next_jpeg(seq, timeout=REPEAT_S if not repeated else WAIT_S)
                     if got is not None:
-                        seq, jpeg = got
-                        head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                        self.wfile.write(head.encode() + jpeg + b"\r\n")  # one write: one frame, whole
+                        (seq, jpeg), repeated = got, False
+                        part(jpeg)
+                    elif not repeated:  # Chromium shows a part only once the next one begins: send it again
+                        part(jpeg)
+                        repeated = True
+                    elif self._client_gone():  # no frames (an outage): is anyone still there?
+                        raise ConnectionResetError("closed while no frames came")
 
         self._stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}", body)
 

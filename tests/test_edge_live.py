@@ -282,12 +282,15 @@ def test_a_host_that_is_not_this_machine_is_one_line(feed, host):
 
 
 def _read_headers(f) -> dict:
+    """The status line and headers of a stream (and an MJPEG stream's first boundary)."""
     status = f.readline()
     assert status.startswith(b"HTTP/1.0 200"), status
     headers = {}
     while (line := f.readline().strip()) != b"":
         k, _, v = line.decode().partition(":")
         headers[k.strip().lower()] = v.strip()
+    if headers["content-type"].startswith("multipart/"):
+        assert f.readline() == b"--edgeframe\r\n"
     return headers
 
 
@@ -302,14 +305,13 @@ def _open_stream(server: LiveServer, path: str, rcvbuf: int | None = None):
 
 
 def _mjpeg_part(f) -> bytes:
-    """The next JPEG of a multipart/x-mixed-replace stream (file-like over the socket)."""
-    assert f.readline().strip() == b"--edgeframe"
+    """The next JPEG of a multipart/x-mixed-replace stream (file-like over the socket, after the first boundary)."""
     length = None
     while (line := f.readline().strip()) != b"":
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":")[1])
     jpeg = f.read(length)
-    assert f.read(2) == b"\r\n"
+    assert f.read(2) == b"\r\n" and f.readline() == b"--edgeframe\r\n"  # the part ends with the next boundary
     return jpeg
 
 
