@@ -10,7 +10,7 @@ edge.reader.FrameReader chains two of them (reader -> preparer -> loop), in one 
 - every frame (files, folders, test input): each frame is handed over, in order; the producer waits for room.
 
 Events are never dropped and keep their place among the frames, so the loop sees an outage between the last frame
-before it and the first one after it.
+before it and the first one after it. So is PAUSE, which ends a run of frames read on threads (edge.shape).
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 
 _END = object()  # every-frame mode: the stage before has ended
+
+
+class _Pause:
+    def __repr__(self) -> str:
+        return "PAUSE"
+
+
+PAUSE = _Pause()  # every-frame mode: the stage before has read its run of frames and handed the capture back; it
+#   travels like a frame (in order, never dropped) and the stages after it stop, without ending the source
 
 
 @dataclass(frozen=True)

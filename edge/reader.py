@@ -1,5 +1,6 @@
-"""FrameReader: reads, and optionally preprocesses, a source on threads of its own, so capture, preprocessing
-and inference overlap. What it hands on (Frame, SourceEvent) and how (Handoff) are in edge.frames.
+"""FrameReader: reads, and optionally preprocesses, a source: on threads of its own, so capture, preprocessing
+and inference overlap, or, for a file where that is faster, on the loop's own thread. What it hands on (Frame,
+SourceEvent) and how (Handoff) are in edge.frames; which of the two shapes a file gets, in edge.shape.
 
     reader = FrameReader(lambda: open_capture(spec), name="camera 0", live=True, every_frame=False,
                          prepare=classifier.preprocess).start()
@@ -8,20 +9,20 @@ and inference overlap. What it hands on (Frame, SourceEvent) and how (Handoff) a
         for event in reader.pop_events():  # SourceEvent: an outage began or ended, before `frame` in time
             ...
 
-One thread reads (decodes) frames; with `prepare` (the model's preprocessing), a second thread makes each frame
-into the model's input (Frame.input). The loop's thread then only runs the model and draws, so while frame N is
-inferred, frame N+1 is being resized and frame N+2 decoded: the loop runs at the pace of its slowest stage
-instead of the sum of all three. OpenCV releases the GIL while it decodes and resizes, and the interpreter while
-it runs, so the threads truly run at once.
+On threads, one thread reads (decodes) frames; with `prepare` (the model's preprocessing), a second thread makes
+each frame into the model's input (Frame.input). The loop's thread then only runs the model and draws, so while
+frame N is inferred, frame N+1 is being resized and frame N+2 decoded: the loop runs at the pace of its slowest
+stage instead of the sum of all three. OpenCV releases the GIL while it decodes and resizes, and the interpreter
+while it runs, so the threads truly run at once. Serially, get() itself reads and prepares the next frame: where
+inference is cheap, that beats handing each frame between threads (edge.shape). A file read every frame starts
+serially and moves to threads, for a run of frames or for good, when they prove faster (reader.shape says which it
+is in now); a live source, or any source read for its newest frame, always has a reader thread.
 
 Frames go from stage to stage in one of two modes (edge.frames): the latest frame only (live sources: no lag) or
 every frame in order (files).
 
-A live source that stops giving frames (read fails, camera unplugged, stream ends, or a stream stalls: the capture
-opened by edge.sources gives up on a read after the stall timeout) is reopened with capped exponential backoff; the
-outage is reported once, and so is the recovery: a warning each, and a SourceEvent each, which travels through the
-stages in order with the frames (never dropped), so the loop sees it between the last frame before it and the
-first one after it. A file source that ends, ends.
+A live source that stops giving frames is reopened with backoff (edge.reconnect); its outage and recovery travel
+as SourceEvents through the stages in order with the frames, never dropped.
 """
 
 from __future__ import annotations
@@ -34,14 +35,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from edge.frames import Frame, Handoff, SourceEvent
+from edge.frames import PAUSE, Frame, Handoff, SourceEvent
+from edge.reconnect import CaptureReader
+from edge.shape import SERIAL, THREADS, ShapeChooser
 from edge.sources import Capture
 
 log = logging.getLogger("edge")
+SHAPES = ("auto", THREADS, SERIAL)
 
 
-class FrameReader:
-    """Reads frames from a capture on a daemon thread, and prepares them on another (see the module docstring)."""
+class FrameReader(CaptureReader):
+    """Reads frames from a capture, on daemon threads or on the loop's (see the module docstring)."""
 
     def __init__(
         self,
@@ -57,6 +61,8 @@ class FrameReader:
         warn: Callable[[str], None] | None = None,
         prepare: Callable[[np.ndarray], np.ndarray] | None = None,
         stall_timeout_s: float | None = None,
+        shape: str | ShapeChooser = "auto",
+        clock: Callable[[], float] = time.perf_counter,
     ):
         """
         Args:
@@ -69,51 +75,70 @@ class FrameReader:
             retry_max_s: the cap on that wait.
             queue_size: every-frame mode: frames read ahead of the loop, per stage.
             warn: where outage messages go (default: the "edge" logger, i.e. stderr).
-            prepare: run on each frame on a thread of its own (the model's preprocessing); its result is
-                Frame.input. An error in it ends the frames: get() raises it once the frames prepared before it
-                are handed over, as it does a failed file read.
+            prepare: run on each frame (the model's preprocessing), on a thread of its own or in get(); its
+                result is Frame.input. An error in it ends the frames: get() raises it once the frames prepared
+                before it are handed over, as it does a failed file read.
             stall_timeout_s: the read timeout `open_capture` gave the capture, if any. It only names outages: a
                 read that waited at least half of it marks the stream as stalled from when that read began (the
                 frames OpenCV still hands over from its decoder after a timed-out read are older than that).
+            shape: how a file read every frame is read: "auto" (serially, or on threads where they prove faster:
+                edge.shape), "threads", "serial", or a ShapeChooser (tests). Any other source is read on threads.
+            clock: what times the stages for "auto" (seconds; tests pass a fake one).
         """
-        self._open, self.name, self.live, self.every_frame, self.loop = open_capture, name, live, every_frame, loop
-        self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
-        self._warn = warn or log.warning
-        self._prepare, self.stall_timeout_s = prepare, stall_timeout_s
-        self._stop = threading.Event()
-        self._out = Handoff(every_frame, queue_size, self._stop)  # to the loop
-        self._raw = Handoff(every_frame, queue_size, self._stop) if prepare else None  # reader -> preparer
+        if isinstance(shape, str) and shape not in SHAPES:
+            raise ValueError(f"shape {shape!r} is not one of {', '.join(SHAPES)}")
+        stop = threading.Event()
+        super().__init__(open_capture, name, live, loop, retry_initial_s, retry_max_s, warn, stall_timeout_s, stop)
+        self.every_frame, self._prepare = every_frame, prepare
+        self._asked, self._clock = shape, clock
+        self._chooser: ShapeChooser | None = None
+        self._out = Handoff(every_frame, queue_size, stop)  # to the loop
+        self._raw = Handoff(every_frame, queue_size, stop) if prepare else None  # reader -> preparer
         self._threads: list[threading.Thread] = []
-        self._finished = threading.Event()  # every thread has stopped
+        self._finished = threading.Event()  # every thread has stopped (or none was started)
+        self._finished.set()
         self._running = 0
         self._lock = threading.Lock()
-        self._cap: Capture | None = None
         self._error: BaseException | None = None
         self._events: list[SourceEvent] = []  # taken from the stages by get(), in order, until pop_events()
-        self._last_frame: tuple[int, float] | None = None  # reader thread: (index, time.time()) of the last frame
-        self._slow_read: tuple[float, float] | None = None  # reader thread: the last read that waited long: its
-        # start (time.time()) and end (time.monotonic())
-        self._started = time.time()  # when reading began (the reader thread sets it again)
-        self.frames_read = 0
-        self.outages = 0
+        self._serial = False  # the loop's thread reads now (get() reads and prepares)
+        self._limit: int | None = None  # frames the threads read before handing the capture back (None: all)
+        self._ended = False  # serial: the source has ended (or failed) and every frame was handed over
+        self._handed: float | None = None  # clock() when get() last returned a frame
 
     @property
     def frames_dropped(self) -> int:
         """Latest-frame mode: frames replaced by newer ones before the next stage took them."""
         return self._out.dropped + (self._raw.dropped if self._raw else 0)
 
+    @property
+    def shape(self) -> str:
+        """How frames are read now: "serial" (in get(), on the loop's thread) or "threads"."""
+        return SERIAL if self._serial else THREADS
+
+    @property
+    def shape_note(self) -> str:
+        """Why: the last decision, with the stage costs it was made from."""
+        return self._chooser.note if self._chooser is not None else self.shape
+
     def start(self) -> FrameReader:
         """Opens a file source now (so a bad file fails here), a live one on the thread; starts reading."""
         if not self.live:
             self._cap = self._open()
-        stages = [(self._run, self._raw or self._out, f"reader {self.name}")]
-        if self._raw is not None:
-            stages.append((self._prepare_run, self._out, f"preparer {self.name}"))
-        self._running = len(stages)
-        for target, sink, name in stages:
-            thread = threading.Thread(target=self._thread_main, args=(target, sink), name=name, daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        self._started = time.time()
+        asked = self._asked
+        if self.live or not self.every_frame:
+            why = "a live source" if self.live else "newest frame only"
+            log.info("loop: threads (%s: a reader thread keeps the newest frame)", why)
+            self._start_threads(None)
+        elif asked in (THREADS, SERIAL):
+            log.info("loop: %s (as asked)", asked)
+            self._serial = asked == SERIAL
+            if not self._serial:
+                self._start_threads(None)
+        else:  # "auto": serial first, the chooser decides (edge.shape)
+            self._chooser = asked if isinstance(asked, ShapeChooser) else ShapeChooser()
+            self._serial = True
         return self
 
     @property
@@ -126,26 +151,38 @@ class FrameReader:
         """True once stop() was called, or the source has ended and every frame read was handed over."""
         if self._stop.is_set() and self._finished.is_set():
             return True
-        return self._out.ended
+        return self._ended or self._out.ended
 
     def get(self, timeout: float | None = None) -> Frame | None:
         """The next frame, or None if none came within `timeout` seconds or the source has ended (see `done`).
 
         Outage events met on the way are kept for pop_events(): call it after each get() to see them in order,
-        each before the frame returned with it.
+        each before the frame returned with it. Serially, get() reads the frame itself (a file: no wait).
 
         Raises:
-            the error that stopped the reader or the preparer thread, once the frames before it are handed over.
+            the error that stopped reading or preparing, once the frames before it are handed over.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self._serial:
+                return self._get_serial()
             frame = self._out.get(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if not isinstance(frame, SourceEvent):
+            if frame is PAUSE:  # a run of threaded frames is used up: the capture is the loop's thread's again
+                for thread in self._threads:
+                    thread.join()
+                self._follow(self._chooser.threads_ended())
+            elif isinstance(frame, SourceEvent):
+                self._events.append(frame)
+            else:
                 break
-            self._events.append(frame)
         if frame is None and self.done and self._error is not None:
             err, self._error = self._error, None
             raise err
+        if frame is not None and self._limit is not None:  # a timed run: the chooser compares it with serial
+            now = self._clock()
+            if self._handed is not None:
+                self._chooser.threads_frame((now - self._handed) * 1000.0)
+            self._handed = now
         return frame
 
     def pop_events(self) -> list[SourceEvent]:
@@ -155,13 +192,15 @@ class FrameReader:
         return events
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stops reading and releases the capture (on the reader thread, which owns it)."""
+        """Stops reading and releases the capture (on the thread that owns it)."""
         self._stop.set()
         for handoff in (self._raw, self._out):  # unblock a thread waiting for room in a queue
             if handoff is not None:
                 handoff.drain()
         for thread in self._threads:
             thread.join(timeout)  # a read blocked inside a driver may outlive this; the thread is a daemon
+        if not any(thread.is_alive() for thread in self._threads):  # serial, or threads that handed it back
+            self._release()
 
     def __enter__(self) -> FrameReader:
         return self.start()
@@ -169,132 +208,115 @@ class FrameReader:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    # -- serial: the loop's thread reads ---------------------------------------------------------------------
+
+    def _get_serial(self) -> Frame | None:
+        """Reads and prepares the next frame of a file here, timing each step for the chooser."""
+        if self._ended or self._stop.is_set():
+            return None
+        start = self._clock()
+        try:
+            ok, img = self._read()
+            while not ok and self.loop and self._since_open > 0:
+                self._release()
+                self._cap, self._since_open = self._open(), 0
+                ok, img = self._read()
+            if not ok:
+                self._ended = True
+                self._release()
+                return None
+            read = self._clock()
+            frame = self._frame(img)
+            if self._prepare is not None:
+                frame = replace(frame, input=self._prepare(img))
+        except BaseException:  # a failed read or prepare ends the frames, as on threads
+            self._ended = True
+            self._release()
+            raise
+        end = self._clock()
+        looped = None if self._handed is None else (start - self._handed) * 1000.0
+        self._handed = end
+        if self._chooser is not None:
+            self._follow(self._chooser.serial_frame((read - start) * 1000.0, (end - read) * 1000.0, looped))
+        return frame
+
+    def _follow(self, decision: tuple[str, int | None]) -> None:
+        """Goes on serially, or starts the threads for the next n frames (None: all)."""
+        shape, frames = decision
+        self._serial = shape == SERIAL
+        if not self._serial:
+            self._start_threads(frames)
+
     # -- the threads -----------------------------------------------------------------------------------------
 
-    def _thread_main(self, target: Callable[[], None], sink: Handoff) -> None:
-        """Runs one stage; an error is kept for get() to raise, before the next stage is told this one ended."""
+    def _start_threads(self, limit: int | None) -> None:
+        self._serial, self._limit, self._handed = False, limit, None
+        stages = [(self._run, self._raw or self._out, f"reader {self.name}")]
+        if self._raw is not None:
+            stages.append((self._prepare_run, self._out, f"preparer {self.name}"))
+        self._running, self._threads = len(stages), []
+        self._finished.clear()
+        for target, sink, name in stages:
+            thread = threading.Thread(target=self._thread_main, args=(target, sink), name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _thread_main(self, target: Callable[[], bool], sink: Handoff) -> None:
+        """Runs one stage; an error is kept for get() to raise, before the next stage is told this one ended. A
+        stage that paused (its run of frames used up) hands PAUSE on instead of ending."""
+        paused = False
         try:
-            target()
+            paused = target()
         except BaseException as e:  # handed to the loop by get(), which re-raises it there
             if self._error is None:
                 self._error = e
         finally:
-            sink.close()
+            if not paused:
+                sink.close()
             with self._lock:
                 self._running -= 1
                 if self._running == 0:
                     self._finished.set()
 
-    def _run(self) -> None:
-        """The reader thread: reads frames into the preparer's handoff (or straight to the loop's)."""
-        sink = self._raw or self._out
-        index, self._started = 0, time.time()
+    def _run(self) -> bool:
+        """The reader thread: reads frames into the preparer's handoff (or straight to the loop's). Returns True
+        when it stopped after its run of frames, leaving the capture open for the loop's thread."""
+        sink, paused, limit = self._raw or self._out, False, self._limit
         try:
             if self._cap is None:
                 self._cap = self._try_open()
-            since_open = 0
             while not self._stop.is_set():
+                if limit is not None and limit <= 0:
+                    sink.put(PAUSE)
+                    paused = True
+                    break
                 ok, img = self._read()
                 if ok:
-                    self._deliver(sink, index, img)
-                    index, since_open = index + 1, since_open + 1
+                    sink.put(self._frame(img))
+                    limit = None if limit is None else limit - 1
                 elif self.live:
-                    if not self._reconnect(sink, index):
+                    if not self._reconnect(sink.put):
                         break
-                    index += 1  # _reconnect delivered the frame that proved the source is back
-                elif self.loop and since_open > 0:
+                elif self.loop and self._since_open > 0:
                     self._release()
-                    self._cap, since_open = self._open(), 0
+                    self._cap, self._since_open = self._open(), 0
                 else:
                     break
         finally:
-            self._release()
+            if not paused:
+                self._release()
+        return paused
 
-    def _prepare_run(self) -> None:
-        """The preparer thread: makes each frame into the model's input, in the order read."""
+    def _prepare_run(self) -> bool:
+        """The preparer thread: makes each frame into the model's input, in the order read; True if it paused."""
         while not self._stop.is_set():
             item = self._raw.get(timeout=0.1)
             if item is None:
                 if self._raw.ended:
                     break
                 continue
-            self._out.put(item if isinstance(item, SourceEvent) else replace(item, input=self._prepare(item.image)))
-
-    def _frame_name(self) -> str:
-        name = getattr(self._cap, "name", None)
-        return name if isinstance(name, str) and name else self.name
-
-    def _try_open(self) -> Capture | None:
-        try:
-            return self._open()
-        except Exception:  # a live source that cannot be opened now is an outage, not an error
-            return None
-
-    def _read(self) -> tuple[bool, np.ndarray | None]:
-        if self._cap is None:
-            return False, None
-        started, started_wall = time.monotonic(), time.time()
-        try:
-            ok, img = self._cap.read()
-        except Exception:  # drivers raise on unplug; for a live source this is an outage like any failed read
-            if not self.live:
-                raise
-            return False, None
-        finally:
-            ended = time.monotonic()
-            if self.stall_timeout_s and ended - started >= self.stall_timeout_s / 2:
-                self._slow_read = (started_wall, ended)  # a stall in the making: see _outage()
-        if not ok or img is None or img.size == 0:
-            return False, None
-        return True, img
-
-    def _release(self) -> None:
-        cap, self._cap = self._cap, None
-        if cap is not None:
-            try:
-                cap.release()
-            except Exception:  # releasing a dead device can fail too; it is gone either way
-                pass
-
-    def _outage(self) -> SourceEvent:
-        """The event for an outage noticed now: since when there were no frames, and why."""
-        last_index, last_time = self._last_frame if self._last_frame is not None else (None, self._started)
-        # A read that waited half the stall timeout or more and ended just before this failure: the stream went
-        # quiet when that read began. (After FFmpeg's read timeout fires, OpenCV still hands over the frames left in
-        # its decoder, at once, so the last frame read is up to a stall timeout later than the stall.)
-        slow, stall = self._slow_read, self.stall_timeout_s
-        stalled = slow is not None and stall is not None and time.monotonic() - slow[1] <= stall
-        since = min(slow[0], last_time) if stalled else last_time
-        self._slow_read = None  # spent: a failure soon after the recovery is not this stall again
-        return SourceEvent("outage", self.name, time.time(), since, "stalled" if stalled else "failed", last_index)
-
-    def _reconnect(self, sink: Handoff, index: int) -> bool:
-        """Reopens a live source until it gives a frame (delivered as `index`); False if stopped first."""
-        self.outages += 1
-        outage = self._outage()
-        delay, tries = self.retry_initial_s, 0
-        why = "read failed: device gone, stream ended or not reachable"
-        if outage.reason == "stalled":  # only with a stall timeout
-            why = f"stalled: no new frame within the {self.stall_timeout_s:g} s stall timeout"
-        since = time.strftime("%H:%M:%S", time.localtime(outage.since))
-        self._warn(f"{self.name}: no frames since {since} ({why}); reconnecting, backoff up to {self.retry_max_s:g} s")
-        sink.put(outage)
-        while not self._stop.wait(delay):
-            tries += 1
-            self._release()
-            self._cap = self._try_open()
-            ok, img = self._read()
-            if ok:
-                back = replace(outage, kind="recovered", time=time.time(), tries=tries)
-                self._warn(f"{self.name}: frames are back after {back.outage_s:.1f} s ({tries} tries)")
-                sink.put(back)
-                self._deliver(sink, index, img)
+            if item is PAUSE:
+                self._out.put(PAUSE)
                 return True
-            delay = min(delay * 2, self.retry_max_s)
+            self._out.put(item if isinstance(item, SourceEvent) else replace(item, input=self._prepare(item.image)))
         return False
-
-    def _deliver(self, sink: Handoff, index: int, img: np.ndarray) -> None:
-        self.frames_read += 1
-        now = time.time()
-        self._last_frame = (index, now)
-        sink.put(Frame(index, img, self._frame_name(), now))

@@ -18,6 +18,7 @@ from edge.app import EdgeOptions, run
 from edge.cli import configure_logging
 from edge.frames import Frame, Handoff, SourceEvent
 from edge.reader import FrameReader
+from edge.shape import SERIAL, THREADS, ShapeChooser
 
 
 class FakeCamera:
@@ -53,6 +54,32 @@ def _numbered(n: int) -> np.ndarray:
     f = np.zeros((n, 8, 8, 3), np.uint8)
     f[:, 0, 0, 0] = np.arange(n)
     return f
+
+
+class Alternating(ShapeChooser):
+    """A chooser that switches shape every few frames: 3 frames serially, then 5 on threads, and again."""
+
+    def __init__(self):
+        super().__init__(cores=2, report=lambda m: None)
+        self.serial_frames = self.runs = 0
+
+    def serial_frame(self, decode_ms, prepare_ms, loop_ms):
+        self.serial_frames += 1
+        if self.serial_frames % 3 == 0:
+            self.runs += 1
+            return THREADS, 5
+        return SERIAL, None
+
+    def threads_ended(self):
+        return SERIAL, None
+
+
+def _shape(name: str):
+    """A FrameReader shape: "serial", "threads" or "switching" (Alternating: both, in turns)."""
+    return Alternating() if name == "switching" else name
+
+
+SHAPES = ["serial", "threads", "switching"]
 
 
 def _wait_until(cond, timeout=5.0):
@@ -92,9 +119,11 @@ def test_two_outages_are_two_reports():
     assert sum("no frames" in m for m in messages) == 2 and sum("frames are back" in m for m in messages) == 2
 
 
-def test_latest_frame_mode_hands_over_only_the_newest():
+@pytest.mark.parametrize("shape", SHAPES)
+def test_latest_frame_mode_hands_over_only_the_newest(shape):
     cam = FakeCamera(_numbered(100), limit=100)
-    reader = FrameReader(cam.open, name="fast", live=False, every_frame=False).start()
+    reader = FrameReader(cam.open, name="fast", live=False, every_frame=False, shape=_shape(shape)).start()
+    assert reader.shape == THREADS  # whatever was asked: only a reader thread keeps the newest frame
     _wait_until(lambda: reader.frames_read == 100)
     frame = reader.get(timeout=1)
     assert frame.index == 99 and int(frame.image[0, 0, 0]) == 99  # no backlog: the newest, not the oldest
@@ -103,15 +132,20 @@ def test_latest_frame_mode_hands_over_only_the_newest():
     reader.stop()
 
 
-def test_every_frame_mode_hands_over_all_frames_in_order():
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_frame_mode_hands_over_all_frames_in_order(shape):
     cam = FakeCamera(_numbered(100), limit=100)
-    reader = FrameReader(cam.open, name="file", live=False, every_frame=True, queue_size=3).start()
-    time.sleep(0.05)  # the reader fills its queue and waits: it must not drop anything
-    got = []
+    reader = FrameReader(cam.open, name="file", live=False, every_frame=True, queue_size=3, shape=_shape(shape))
+    reader.start()
+    time.sleep(0.05)  # a reader thread fills its queue and waits: it must not drop anything
+    got, shapes = [], set()
     while (f := reader.get(timeout=2)) is not None:
-        got.append(int(f.image[0, 0, 0]))
-    assert got == list(range(100)) and reader.done and reader.frames_dropped == 0
+        got.append((f.index, int(f.image[0, 0, 0])))
+        shapes.add(reader.shape)
+    assert got == [(i, i) for i in range(100)] and reader.done and reader.frames_dropped == 0
+    assert shapes == ({SERIAL, THREADS} if shape == "switching" else {shape})
     reader.stop()
+    assert cam.opens == cam.releases == 1
 
 
 def test_stop_releases_the_capture():
@@ -152,7 +186,8 @@ def _first_pixel_times_two(img: np.ndarray) -> np.ndarray:
     return img[:1, :1, 0].astype(np.int32) * 2
 
 
-def test_prepare_runs_on_its_own_thread_and_every_frame_keeps_its_input_in_order():
+@pytest.mark.parametrize("shape", SHAPES)
+def test_prepare_runs_on_its_own_thread_or_the_loops_and_every_frame_keeps_its_input_in_order(shape):
     threads: set[str] = set()
 
     def prepare(img):
@@ -160,12 +195,15 @@ def test_prepare_runs_on_its_own_thread_and_every_frame_keeps_its_input_in_order
         return _first_pixel_times_two(img)
 
     cam = FakeCamera(_numbered(100), limit=100)
-    reader = FrameReader(cam.open, name="file", live=False, every_frame=True, queue_size=2, prepare=prepare).start()
+    reader = FrameReader(cam.open, name="file", live=False, every_frame=True, queue_size=2, prepare=prepare,
+                         shape=_shape(shape)).start()  # fmt: skip
     got = []
     while (f := reader.get(timeout=2)) is not None:
         got.append((f.index, int(f.image[0, 0, 0]), int(f.input[0, 0])))
     assert got == [(i, i, 2 * i) for i in range(100)] and reader.done and reader.frames_dropped == 0
-    assert threads == {"preparer file"}  # not the loop's thread, not the reader's
+    # Threads: never the loop's thread, nor the reader's. Serial: the loop's own, in get().
+    loops = threading.current_thread().name
+    assert threads == {"threads": {"preparer file"}, "serial": {loops}, "switching": {loops, "preparer file"}}[shape]
     reader.stop()
 
 
@@ -180,22 +218,25 @@ def test_latest_frame_mode_with_prepare_hands_over_the_newest_prepared_frame():
     reader.stop()
 
 
-def test_an_error_in_prepare_is_raised_by_get_after_the_frames_prepared_before_it():
+@pytest.mark.parametrize("shape", SHAPES)
+def test_an_error_in_prepare_is_raised_by_get_after_the_frames_prepared_before_it(shape):
     def prepare(img):
         if int(img[0, 0, 0]) == 5:
             raise ValueError("cannot prepare frame 5")
         return _first_pixel_times_two(img)
 
     cam = FakeCamera(_numbered(50), limit=50)
-    with FrameReader(cam.open, name="file", live=False, every_frame=True, prepare=prepare) as reader:
-        got = [reader.get(timeout=2).index for _ in range(5)]
+    with FrameReader(cam.open, name="file", live=False, every_frame=True, prepare=prepare, shape=_shape(shape)) as r:
+        got = [r.get(timeout=2).index for _ in range(5)]
         with pytest.raises(ValueError, match="frame 5"):
-            while reader.get(timeout=2) is not None:
+            while r.get(timeout=2) is not None:
                 pass
+        assert r.get(timeout=0.1) is None and r.done  # the error ended the frames
     assert got == [0, 1, 2, 3, 4] and cam.releases == 1
 
 
-def test_a_read_error_with_prepare_still_hands_over_the_frames_before_it():
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_read_error_with_prepare_still_hands_over_the_frames_before_it(shape):
     class Broken(FakeCamera):
         def read(self):
             if self.reads == 3:
@@ -203,11 +244,12 @@ def test_a_read_error_with_prepare_still_hands_over_the_frames_before_it():
             return super().read()
 
     cam = Broken(_numbered(10))
-    with FrameReader(cam.open, name="file", live=False, every_frame=True, prepare=_first_pixel_times_two) as reader:
+    with FrameReader(cam.open, name="file", live=False, every_frame=True, prepare=_first_pixel_times_two,
+                     shape=_shape(shape)) as reader:  # fmt: skip
         got = [reader.get(timeout=2).index for _ in range(3)]
         with pytest.raises(OSError, match="disk gone"):
             reader.get(timeout=2)
-    assert got == [0, 1, 2]
+    assert got == [0, 1, 2] and cam.releases == 1
 
 
 def test_a_folder_of_only_unreadable_images_is_one_line_and_exit_2(edge_run, tmp_path):
@@ -314,3 +356,24 @@ def test_latest_frame_handoff_drops_frames_but_never_events_nor_their_place():
     while (item := h.get(timeout=0)) is not None:
         got.append(item)
     assert _kinds(got) == [1, "outage", "outage", 3] and h.dropped == 2 and h.ended
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_looped_file_starts_over_in_either_shape(shape):
+    cam = FakeCamera(_numbered(7), limit=7)
+
+    def reopen():
+        cam.delivered = 0  # the file from its start again
+        return cam.open()
+
+    with FrameReader(reopen, name="clip", live=False, every_frame=True, loop=True, shape=_shape(shape)) as reader:
+        got = [(f.index, int(f.image[0, 0, 0])) for f in (reader.get(timeout=2) for _ in range(30))]
+    assert got == [(i, i % 7) for i in range(30)] and cam.opens >= 5 and cam.releases == cam.opens
+
+
+def test_a_live_source_keeps_its_reader_thread_whatever_shape_is_asked():
+    cam = FakeCamera(_numbered(10))
+    with FrameReader(cam.open, name="camera 0", live=True, every_frame=True, shape="serial") as reader:
+        assert reader.get(timeout=2) is not None and reader.shape == THREADS
+    with pytest.raises(ValueError, match="shape 'pipelined' is not one of auto, threads, serial"):
+        FrameReader(cam.open, name="camera 0", live=True, every_frame=True, shape="pipelined")
