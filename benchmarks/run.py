@@ -3,7 +3,8 @@ write results.csv/json, results.md, the plots and report.md into runs/NAME/bench
 
 Per thread count, every artifact is opened as edge opens it (manifest, sha256, tensors); the test split runs
 through it once for accuracy; then all artifacts are timed together, in interleaved rounds; then each runs
-edge's camera loop on a 640x480 video made from the test images.
+edge's camera loop on a 640x480 video made from the test images, in turns with a one-thread reference loop (read,
+preprocess, infer, draw: the TensorFlow Raspberry Pi example's) whose figures go in the same row as serial_loop_*.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def _progress(r: dict) -> str:
     if r.get("latency_ms_median") is None:
         return f"{r['format']} ({r['runtime']}, {r['threads']} threads): {r['error']}"
     loop_text = f", loop {r['loop_fps']:.0f} FPS" if r.get("loop_fps") else ""
+    if r.get("loop_fps") and r.get("serial_loop_fps"):
+        loop_text += f" ({r['loop_shape']}; one-thread loop {r['serial_loop_fps']:.0f} FPS: {r['loop_vs_serial']:.2f}x)"
     return (f"{r['format']} ({r['runtime']}, {r['threads']} threads): {r['latency_ms_median']:.3f} ms median"
             f"{loop_text}" + (f" [{r['error']}]" if r.get("error") else ""))  # fmt: skip
 
@@ -197,7 +200,8 @@ def run_benchmarks(s: BenchSettings) -> list[dict]:
     write_json(out / "bench_settings.json", s.to_dict())  # the resolved settings beside the results
     device = s.device_name or default_device_name()
     video = {"frames": s.loop_frames, "repeats": s.loop_repeats, "codec": s.video_codec,
-             "size": [s.frame_width, s.frame_height], "source": "test images, stretched"}  # fmt: skip
+             "size": [s.frame_width, s.frame_height], "source": "test images, stretched",
+             "reference": "serial_loop_*: read, preprocess, infer, draw on one thread"}  # fmt: skip
     meta = {"run": manifest.run, "host": device, "devices": {device: device_meta(device)}, "n_test": int(len(y)),
             "manifest_created": manifest.created, "export_tool_versions": manifest.tool_versions,
             "not_published": unpublished, "loop_video": video}  # fmt: skip

@@ -28,9 +28,11 @@ class BenchSettings:
     reference: str = "auto"  # agreement reference: "keras" (float model, needs TensorFlow), "tflite_fp32", or
     #   "auto" (keras if TensorFlow imports and the run has the model, else tflite_fp32)
     max_test_images: int = 0  # cap on test images for accuracy (0 = the whole test split)
-    loop_frames: int = 100  # frames of the generated 640x480 video the camera loop classifies (0 = skip the loop)
+    loop_frames: int = 300  # frames of the generated 640x480 video the camera loop classifies (0 = skip the loop);
+    #   edge's loop spends its first 20-50 frames choosing its shape (edge.shape), so fewer would time mostly that
     loop_warmup: int = 10  # first loop frames left out of the loop figures (model and reader start-up)
-    loop_repeats: int = 3  # passes over the video per row; the median pass is kept (a shared machine's bursts)
+    loop_repeats: int = 3  # passes over the video per row, edge's and the one-thread reference's in turns; the
+    #   median pass of each is kept (a shared machine's bursts)
     frame_width: int = 640  # camera-loop frames: what the Pi camera is asked for (edge.sources.PICAMERA_SIZE)
     frame_height: int = 480
     video_codec: str = "mp4v"  # codec of the generated video; its decoding stands in for the camera's capture cost

@@ -315,3 +315,58 @@ def test_loop_figures_count_rows_below_capture_plus_inference_and_name_the_slowe
     assert not loop_figures(rows, target_ms=2.0)["dev"]["target_met"]
     assert loop_section(rows, cores={"dev": 2})  # the section exists; its sentences are these figures'
     assert loop_figures([new_row("dev", "tflite_int8", "litert", 1)]) == {}  # no loop figures: no section
+
+
+def _with_serial(row: dict, serial_ms: float) -> dict:
+    """The row with a one-thread reference loop measured beside it, taking serial_ms a frame."""
+    row.update(serial_loop_ms=serial_ms, serial_loop_fps=1000 / serial_ms, loop_shape="threads",
+               serial_loop_inference_ms=row["loop_inference_ms"], serial_loop_wait_ms=0.9, serial_loop_capture_ms=0.6,
+               serial_loop_preprocess_ms=0.3, loop_vs_serial=round(serial_ms / row["loop_ms"], 3))  # fmt: skip
+    return row
+
+
+def test_the_measured_one_thread_loop_replaces_the_estimate_and_shows_under_each_row():
+    rows = [
+        _with_serial(_loop_row("tflite_fp32", 1, loop_ms=5.3, inference=5.0, wait=0.05, decode=0.6, prep=0.5), 6.2),
+        _with_serial(_loop_row("tflite_int8", 1, loop_ms=1.1, inference=0.3, wait=0.6, decode=1.05, prep=0.45), 1.0),
+    ]
+    # The estimate (capture 0.5 + preprocess 0.4 + inference + draw 0.1 = 1.3 ms) says int8's loop beats one thread;
+    # the one-thread loop measured beside it took 1.0 ms, so it does not.
+    f = loop_figures(rows, target_ms=2.0, noise=0.05)["dev"]
+    assert f["faster"] == 1 and f["measured"] == 2 and f["not_slower"] == 1
+    assert f["ratios"] == pytest.approx((1.0 / 1.1, 6.2 / 5.3))
+    text = "\n".join(loop_section(rows, noise=0.05))
+    assert text.count("| one thread (reference) |") == 2 and "| edge (threads) |" in text
+    assert "| 1.17x |" in text and "| 0.91x |" in text  # edge's loop FPS / the reference's, on edge's line
+    assert "at least as fast (within the ±5% run-to-run noise) for 1 of 2 artifacts" in text
+    assert "slower: tflite_int8 (0.91x)" in text
+    assert "at least as fast (within the ±10% run-to-run noise) for 2 of 2" in "\n".join(loop_section(rows))
+    rows[1]["loop_shape"] = "serial"  # a loop that read serially has one stage: all of it
+    assert loop_figures(rows)["dev"]["bottlenecks"][("tflite_int8", 1)][0].startswith("reading, preprocessing")
+
+
+def test_loop_columns_time_edge_and_the_one_thread_loop_on_the_same_video(int8, tmp_path):
+    from benchmarks.device import loop
+    from contracts.runners.classifier import Classifier
+
+    video = loop.write_video(loop.synthetic_frames(40, (160, 120)), tmp_path / "loop.mp4")
+    clf = Classifier.from_model(int8, threads=1)
+    serial = loop.measure_serial_loop(clf, video, warmup=5, labels=[0] * 40)
+    assert serial["loop_frames"] == 40 - 5 - 1 and serial["loop_ms"] == pytest.approx(1000 / serial["loop_fps"], 1e-2)
+    assert 0 < serial["loop_wait_ms"] < serial["loop_ms"] and 0 <= serial["loop_top1"] <= 1
+    assert serial["loop_wait_ms"] == pytest.approx(serial["loop_capture_ms"] + serial["loop_preprocess_ms"], 1e-3)
+    cols = loop.loop_columns(clf, video, warmup=5, repeats=2)
+    assert cols["loop_shape"] in ("serial", "threads") and cols["loop_frames"] == 40 - 5 - 1
+    assert cols["loop_vs_serial"] == pytest.approx(cols["loop_fps"] / cols["serial_loop_fps"], abs=1e-3)
+    assert {f"serial_{k}" for k in loop.SERIAL_KEYS} <= set(cols) and cols["serial_loop_capture_ms"] > 0
+
+
+@slow
+def test_every_host_row_has_the_one_thread_reference_loop(bench, results):
+    _, out = bench
+    for r in _host_rows(results):
+        assert r["serial_loop_fps"] > 0 and r["loop_shape"] in ("serial", "threads"), r["format"]
+        assert r["loop_vs_serial"] == pytest.approx(r["loop_fps"] / r["serial_loop_fps"], abs=1e-3)
+    assert "| one thread (reference) |" in (out / "report.md").read_text()
+    with open(out / "results.csv", newline="") as f:
+        assert {"serial_loop_fps", "loop_vs_serial", "loop_shape"} <= set(next(csv.DictReader(f)))

@@ -1,14 +1,17 @@
 """Camera-loop FPS: edge's own loop (edge.app.run_loop) classifying a 640x480 video, so capture, preprocessing and
-drawing costs show next to inference.
+drawing costs show next to inference, beside a one-thread loop as the reference.
 
-    video = write_video(frames_from_images(test_rgb, 150), "loop.mp4")
-    capture_ms = measure_capture(video)                   # decoding alone, no model
-    figures = measure_loop(classifier, video, warmup=10)  # loop_fps, loop_ms, loop_inference_ms, ...
+    video = write_video(frames_from_images(test_rgb, 300), "loop.mp4")
+    capture_ms = measure_capture(video)                          # decoding alone, no model
+    figures = measure_loop(classifier, video, warmup=10)         # loop_fps, loop_ms, loop_inference_ms, ...
+    serial = measure_serial_loop(classifier, video, warmup=10)   # the same figures, one thread
 
-The loop is edge.app's, unchanged: FrameReader decodes the video on one thread and preprocesses it on another
-(every frame, in order) while the main thread runs the model and draws the overlay; the drawn frame goes to a
-recorder that only notes the time. Only numpy, OpenCV, contracts and edge are imported, so this runs on the device
-too.
+The loop is edge.app's, unchanged: FrameReader reads the video (every frame, in order) on the loop's thread or on a
+reader and a preparer thread, whichever edge.shape finds faster here (loop_shape says which it ended in), while the
+main thread runs the model and draws the overlay; the drawn frame goes to a recorder that only notes the time. The
+reference is the TensorFlow Raspberry Pi example's loop: read, preprocess, invoke, count FPS and draw, one frame
+after the other on one thread, with edge's own preprocessing and drawing, so only the loop's shape differs. Only
+numpy, OpenCV, contracts and edge are imported, so this runs on the device too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from contracts.runners.classifier import Classifier, Result
 from edge.app import EdgeOptions, run_loop
-from edge.display import draw_overlay
+from edge.display import FpsMeter, draw_overlay
 from edge.reader import FrameReader
 from edge.sources import open_capture, parse_source, quiet_opencv
 
@@ -182,8 +185,8 @@ def measure_loop(
         loop_fps, loop_ms (per frame, between consecutive drawn frames), loop_inference_ms (mean, inside the
         runtime), loop_overhead_ms (loop_ms - loop_inference_ms), loop_wait_ms (mean wait for the reader's next
         prepared frame: decoding and preprocessing their threads did not hide), loop_capture_ms and
-        loop_preprocess_ms (means per frame on the reader and preparer threads, beside inference), loop_frames,
-        loop_top1.
+        loop_preprocess_ms (means per frame where the reader read and prepared it: its threads, or the loop's),
+        loop_frames, loop_top1, loop_shape (how the reader read the last frames: "serial" or "threads").
 
     Raises:
         RuntimeError: the loop classified too few frames to time.
@@ -203,36 +206,88 @@ def measure_loop(
         reader.stop()
     if n < warmup + 2 or not len(clock.times) == len(timed_reader.wait_ms) == n:
         raise RuntimeError(f"the camera loop classified {n} frames of {video}; it needs more than {warmup + 1}")
+    figures = _figures(classifier, warmup, clock.times, tap.results, timed_reader.wait_ms, read_ms, prepare.ms, labels)
+    return {**figures, "loop_shape": reader.shape}
+
+
+def measure_serial_loop(
+    classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None
+) -> dict:
+    """Runs the reference loop over a video file and times it: one thread reads a frame, preprocesses it, runs the
+    model, counts FPS and draws the overlay, then reads the next (the TensorFlow Raspberry Pi example's loop).
+
+    Returns:
+        measure_loop()'s figures but loop_shape, from the same frames: loop_wait_ms is the time it spent reading
+        and preprocessing (nothing overlaps them).
+
+    Raises:
+        RuntimeError: the video has too few frames to time.
+    """
+    cap = cv2.VideoCapture(str(video))
+    meter, times, results, wait_ms, read_ms, prepare_ms = FpsMeter(), [], [], [], [], []
+    try:
+        while True:
+            t = time.perf_counter()
+            ok, img = cap.read()
+            read = time.perf_counter()
+            if not ok:
+                break
+            x = classifier.preprocess(img)
+            prepared = time.perf_counter()
+            result = classifier.classify(img, x)
+            draw_overlay(img, result, meter.tick())
+            times.append(time.perf_counter())
+            results.append(result)
+            read_ms.append((read - t) * 1000.0)
+            prepare_ms.append((prepared - read) * 1000.0)
+            wait_ms.append((prepared - t) * 1000.0)
+    finally:
+        cap.release()
+    if len(times) < warmup + 2:
+        raise RuntimeError(
+            f"the serial loop classified {len(times)} frames of {video}; it needs more than {warmup + 1}"
+        )
+    return _figures(classifier, warmup, times, results, wait_ms, read_ms, prepare_ms, labels)
+
+
+def _figures(classifier, warmup: int, times, results, wait_ms, read_ms, prepare_ms, labels) -> dict:
+    """A loop's figures from per-frame lists (drawn-frame clock times, Results, ms waiting, reading, preparing)."""
+    n = len(times)
     k = warmup  # frame k's hand-over starts the clock; frames k+1 .. n-1 are timed
     measured = n - 1 - k
-    loop_ms = (clock.times[-1] - clock.times[k]) * 1000.0 / measured
-    inference = np.array([r.inference_ms for r in tap.results[k + 1 :]])
+    loop_ms = (times[-1] - times[k]) * 1000.0 / measured
+    inference = np.array([r.inference_ms for r in results[k + 1 :]])
     top1 = None
     if labels is not None:
         names = classifier.labels
-        hits = [r.top is not None and r.top.label == names[labels[i]] for i, r in enumerate(tap.results)]
+        hits = [r.top is not None and r.top.label == names[labels[i]] for i, r in enumerate(results)]
         top1 = round(float(np.mean(hits)), 4)
     return {
         "loop_fps": round(1000.0 / loop_ms, 2),
         "loop_ms": round(loop_ms, 4),
         "loop_inference_ms": round(float(inference.mean()), 4),
         "loop_overhead_ms": round(loop_ms - float(inference.mean()), 4),
-        "loop_wait_ms": round(float(np.mean(timed_reader.wait_ms[k + 1 :])), 4),
+        "loop_wait_ms": round(float(np.mean(wait_ms[k + 1 :])), 4),
         "loop_capture_ms": round(float(np.mean(read_ms[k + 1 : n])), 4),
-        "loop_preprocess_ms": round(float(np.mean(prepare.ms[k + 1 : n])), 4),
+        "loop_preprocess_ms": round(float(np.mean(prepare_ms[k + 1 : n])), 4),
         "loop_frames": measured,
         "loop_top1": top1,
     }
+
+
+SERIAL_KEYS = ("loop_fps", "loop_ms", "loop_inference_ms", "loop_wait_ms", "loop_capture_ms", "loop_preprocess_ms")
 
 
 def loop_columns(
     classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None, repeats: int = 3
 ) -> dict:
     """measure_loop()'s figures from the median of `repeats` passes (by loop_ms; all figures from that one pass,
-    so they still add up), plus preprocess_ms and draw_ms measured alone on the video's first frame.
+    so they still add up), plus preprocess_ms and draw_ms measured alone on the video's first frame, and the
+    one-thread reference loop's figures (measure_serial_loop(), its median pass by loop_ms) as serial_loop_fps,
+    serial_loop_ms, ..., with loop_vs_serial: edge's loop FPS / the reference's.
 
-    A pass over 100 frames lasts a fraction of a second, so one burst from another process can halve its FPS:
-    the median pass is the typical one.
+    A pass over 300 frames lasts about a second, so one burst from another process can halve its FPS: the median
+    pass is the typical one. Edge's passes and the reference's take turns, so a slow spell lands on both.
     """
     cap = cv2.VideoCapture(str(video))
     ok, frame = cap.read()
@@ -240,6 +295,11 @@ def loop_columns(
     if not ok:
         raise RuntimeError(f"OpenCV reads no frames from {video}")
     pre, draw = measure_steps(classifier, frame)
-    passes = sorted((measure_loop(classifier, video, warmup, labels) for _ in range(max(1, repeats))),
-                    key=lambda f: f["loop_ms"])  # fmt: skip
-    return {"preprocess_ms": round(pre, 4), "draw_ms": round(draw, 4), **passes[len(passes) // 2]}
+    edge, serial = [], []
+    for i in range(max(1, repeats)):  # alternating which goes first
+        for measure, out in ((measure_loop, edge), (measure_serial_loop, serial))[:: 1 if i % 2 == 0 else -1]:
+            out.append(measure(classifier, video, warmup, labels))
+    ours, reference = (sorted(p, key=lambda f: f["loop_ms"])[len(p) // 2] for p in (edge, serial))
+    return {"preprocess_ms": round(pre, 4), "draw_ms": round(draw, 4), **ours,
+            **{f"serial_{k}": reference[k] for k in SERIAL_KEYS},
+            "loop_vs_serial": round(ours["loop_fps"] / reference["loop_fps"], 3)}  # fmt: skip
