@@ -71,6 +71,7 @@ class LiveFeed:
         self._outage: dict | None = None  # the outage record while frames are missing
         self._watchers = 0
         self._stopped = False
+        self._halt = threading.Event()  # set by stop(): ends the encoder's rate-cap sleep
         self._thread: threading.Thread | None = None
         self.frames = 0  # frames published
         self.frames_encoded = 0  # JPEGs made (0 while nobody watches)
@@ -110,12 +111,14 @@ class LiveFeed:
         """Starts the encoder thread (a daemon); returns self."""
         if self._thread is None:
             self._stopped = False
+            self._halt.clear()
             self._thread = threading.Thread(target=self._encode_loop, name="live-encoder", daemon=True)
             self._thread.start()
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stops the encoder and wakes every waiting client (they see None / no records and go on or end)."""
+        self._halt.set()
         with self._lock:
             self._stopped = True
             for cond in (self._new_frame, self._new_jpeg, self._new_record):
@@ -129,7 +132,6 @@ class LiveFeed:
         return self._stopped
 
     def _encode_loop(self) -> None:
-        next_time = 0.0
         while True:
             with self._lock:
                 self._new_frame.wait_for(
@@ -137,12 +139,8 @@ class LiveFeed:
                 )
                 if self._stopped:
                     return
-                wait = next_time - time.monotonic()
-                if wait > 0:  # the rate cap: wait, then take whatever is newest by then
-                    self._new_frame.wait_for(lambda: self._stopped, timeout=wait)
-                    continue
                 seq, image, result, fps, drawn = self._frame
-            next_time = time.monotonic() + 1.0 / self.max_fps
+            started = time.monotonic()
             try:
                 jpeg = self._encode(image, result, fps, drawn)
             except (cv2.error, ValueError) as e:  # a frame OpenCV cannot encode: say so, keep serving
@@ -155,6 +153,9 @@ class LiveFeed:
                     self._jpeg = (self._jpeg_seq, jpeg)
                     self.frames_encoded += 1
                     self._new_jpeg.notify_all()
+            # The rate cap: a sleep that new frames do not interrupt (each wake-up would cost the loop's thread a
+            # hand-over of the GIL); then the newest frame by then is encoded, those in between never are.
+            self._halt.wait(max(0.0, started + 1.0 / self.max_fps - time.monotonic()))
 
     def _encode(self, image: np.ndarray, result, fps: float | None, drawn: bool) -> bytes:
         if not drawn and result is not None:
