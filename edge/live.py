@@ -219,11 +219,12 @@ class LiveFeed:
             return self._latest
 
     def health(self) -> dict:
-        """The run at a glance, for /health: ok (a frame within stale_s), last_frame_age_s, fps, frames, watchers,
-        frames_encoded, outage (the outage record while frames are missing, else None) and the `info` keys."""
+        """The run at a glance, for /health: the `info` keys, then ok (a frame within stale_s), last_frame_age_s,
+        fps, frames, watchers, frames_encoded and outage (the outage record while frames are missing, else None)."""
         with self._lock:
             age = None if self._frame_time is None else self._clock() - self._frame_time
             return {
+                **self.info,
                 "ok": age is not None and age <= self.stale_s,
                 "last_frame_age_s": None if age is None else round(age, 3),
                 "fps": None if self._fps is None else round(self._fps, 2),
@@ -231,5 +232,4 @@ class LiveFeed:
                 "watchers": self._watchers,
                 "frames_encoded": self.frames_encoded,
                 "outage": self._outage,
-                **self.info,
             }

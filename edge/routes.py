@@ -128,9 +128,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._text(405, "POST only\n", {"Allow": "POST"})
         if not self._same_origin():
             return self._text(403, "cross-site request refused\n")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
             return self._text(413, "no body expected\n")
+        length = int(length)
         self.rfile.read(length)
         code, body = self.server.live.collect(label)
         self._json(code, body)

@@ -137,7 +137,8 @@ class LiveServer:
             raise _bind_error(e, host, port) from None
         self._server.live = self
         self.host, self.port = host, self._server.server_address[1]
-        self.token = (token or secrets.token_urlsafe(16)) if needs_token(host, token) else None
+        bound = str(self._server.server_address[0])  # a name as bound: "localhost" is 127.0.0.1, "pi" may be too
+        self.token = (token or secrets.token_urlsafe(16)) if needs_token(bound, token) else None
         self.stopping = threading.Event()
         self.dropped = 0  # stream clients that went away or were dropped
         self.stalled = 0  # ... of them, those dropped because they stopped reading for client_timeout_s
