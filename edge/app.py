@@ -252,7 +252,7 @@ def run_loop(
         feed: anything with publish(image, record, result, fps, drawn) and publish_event(record): the live view
             (edge.live.LiveFeed). It is handed each frame after drawing (drawn: the image has the overlay) and must
             return at once: it encodes on a thread of its own, and only while someone watches.
-        keeper: anything with offer(frame, result): --save-uncertain (edge.saver.UncertainKeeper). It is offered
+        keeper: anything with offer(frame, result): --save-uncertain (edge.uncertain.UncertainKeeper). It is offered
             each frame before drawing, and copies the few it keeps.
 
     Returns:

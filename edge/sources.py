@@ -79,8 +79,11 @@ def parse_source(text: str | int) -> SourceSpec:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """The image files in a folder (not its subfolders), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files in a folder (not its subfolders), sorted by name; hidden ones are not pictures (an
+    interrupted write's .NAME.partial.jpg, macOS's ._NAME.jpg), as train skips them too."""
+    return sorted(
+        p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.name[0] != "."
+    )
 
 
 def check_source(spec: SourceSpec) -> None:

@@ -599,3 +599,13 @@ def test_collected_photos_train(tmp_path):
     for index, frames in enumerate((reddish[60:], blueish[60:])):
         predicted = model.predict(np.stack([bgr_to_input(f, 32) for f in frames]), verbose=0).argmax(axis=1)
         assert np.mean(predicted == index) >= 0.8, (index, predicted)
+
+
+def test_hidden_files_in_a_picture_folder_are_not_pictures(tmp_path):
+    """An interrupted write's .NAME.partial.jpg (contracts.atomic, edge.saver) never becomes a frame."""
+    from edge.sources import list_images
+
+    img = np.full((8, 8, 3), 200, np.uint8)
+    for name in ("a.jpg", ".a.partial.jpg", "._b.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), img)
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.png"]
