@@ -10,9 +10,11 @@ SOURCE  ?= 0
 # `make edge FORMAT=onnx_fp32`, `make bundle FORMAT=tflite_int8`; default: the best the manifest lists in the
 # formats table's bundle preference (QAT int8 if it passed the gate, else int8 PTQ, else fp32)
 FORMAT  ?=
+# `make collect OUT=photos ARGS="--labels cat,dog"`: training photos from SOURCE, one folder per class
+OUT     ?= photos
 PYTEST  ?= -q
 
-.PHONY: help setup train export bench sweep edge bundle test test-fast test-pi lint format clean
+.PHONY: help setup train export bench sweep edge collect bundle test test-fast test-pi lint format clean
 
 help:
 	@echo "make setup    create .venv with the pinned training + edge stack (idempotent)"
@@ -21,6 +23,7 @@ help:
 	@echo "make bench    accuracy vs latency for every artifact: runs/latest/bench"
 	@echo "make sweep    widths x input sizes, the best model within a latency budget"
 	@echo "make edge     camera classifier, best model of the manifest  [FORMAT=...] [SOURCE=0|video.mp4|images/|rtsp://...|picamera]"
+	@echo "make collect  training photos from the camera into OUT/<label>/  [OUT=photos ARGS='--labels cat,dog']"
 	@echo "make bundle   dist/NAME-edge.tar.gz for a Raspberry Pi        [FORMAT=tflite_int8]"
 	@echo "make test     the test suite, in random order (what CI runs); make test-fast: nothing that trains, < 2 min"
 	@echo "make lint     ruff check + format check"
@@ -48,6 +51,9 @@ sweep: setup
 edge: setup
 	MODEL=$$($(BIN)/python -m contracts.manifest --pick $(RUN)/export $(if $(FORMAT),--format $(FORMAT))) && \
 	  $(BIN)/python -m edge --model "$$MODEL" --source $(SOURCE) $(ARGS)
+
+collect: setup
+	$(BIN)/python -m edge.collect --source $(SOURCE) --out $(OUT) $(ARGS)
 
 bundle: setup
 	$(BIN)/python -m deploy.bundle --run $(RUN) $(if $(FORMAT),--format $(FORMAT)) $(ARGS)
