@@ -36,7 +36,8 @@ FIRST_RECHECK, LAST_RECHECK = 500, 8000  # frames before a close call is re-chec
 HOP_MS = (0.05, 0.5)  # what handing a frame to another thread costs, at best and at worst. Best: a wake-up and a
 #   queue put and get, 0.01-0.015 ms on a 2-core x86 VM (a ping-pong through Handoff), a few times that on a Pi's
 #   cores. Worst: the woken thread waits for a core the interpreter holds, or for the GIL
-MARGIN = 0.03  # threads are kept only when this much faster (ties go to the loop that uses fewer threads)
+MARGIN = 0.05  # threads are kept only when this much faster: ties, and a trial's noise, go to the loop that uses
+#   fewer threads (edge must never be slower than the one-thread loop)
 CLEAR = 0.25  # ... and chosen without a trial when even at the worst hand-off cost they would be this much faster
 
 
@@ -75,16 +76,25 @@ def choose_shape(costs: StageCosts, cores: int) -> str:
     return "trial"
 
 
-def typical_ms(intervals: list[float]) -> float:
-    """The mean of the fastest 80% of per-frame times: a burst of load from another process shows as a few long
-    frames, which would otherwise decide a 20-frame comparison."""
-    kept = sorted(intervals)[: max(1, round(len(intervals) * 0.8))]
-    return statistics.fmean(kept)
+def typical_ms(intervals: list[float], block: int = 5) -> float:
+    """ms per frame over a run of frames, robust to a burst of load from another process: the median of the means
+    of consecutive blocks of `block` frames. Means of blocks, not single frames: on threads, frames come unevenly
+    (two at once, then a wait), and dropping single slow frames would flatter them."""
+    blocks = [intervals[i : i + block] for i in range(0, len(intervals) - block + 1, block)] or [intervals]
+    return statistics.median(statistics.fmean(b) for b in blocks)
 
 
 def faster(serial_ms: float, threads_ms: float) -> str:
     """The shape to keep after timing both: threads only if faster by MARGIN."""
     return THREADS if threads_ms < serial_ms * (1 - MARGIN) else SERIAL
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a taskset or a container's cpuset may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class ShapeChooser:
@@ -98,7 +108,7 @@ class ShapeChooser:
     """
 
     def __init__(self, cores: int | None = None, report: Callable[[str], None] | None = None):
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = cores or usable_cores()
         self._report = report or log.info
         self.shape = SERIAL
         self.note = "serial (deciding)"  # what the last decision said, for logs and benchmark rows

@@ -170,8 +170,9 @@ class _ClockRecorder:
 
 
 def measure_loop(
-    classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None, feed=None
-) -> dict:
+    classifier: Classifier, video: str | Path, warmup: int = 10, labels: list[int] | None = None, feed=None,
+    shape: str = "auto",
+) -> dict:  # fmt: skip
     """Runs edge's camera loop over a video file and times it.
 
     Args:
@@ -180,6 +181,7 @@ def measure_loop(
         warmup: first frames left out of the figures.
         labels: class index of each frame, for loop_top1 (None: not computed).
         feed: handed to run_loop (a live view, edge.live.LiveFeed: what watching costs the loop); None: none.
+        shape: the reader's shape (edge.reader.FrameReader): "auto" as edge runs, or "threads" or "serial".
 
     Returns:
         loop_fps, loop_ms (per frame, between consecutive drawn frames), loop_inference_ms (mean, inside the
@@ -198,7 +200,7 @@ def measure_loop(
     read_ms: list[float] = []
     prepare = _Stopwatch(classifier.preprocess)
     reader = FrameReader(lambda: _TimedCapture(open_capture(spec), read_ms), name=str(spec), live=False,
-                         every_frame=True, prepare=prepare).start()  # fmt: skip
+                         every_frame=True, prepare=prepare, shape=shape).start()  # fmt: skip
     timed_reader = _TimedReader(reader)
     try:
         n = run_loop(options, tap, timed_reader, rec=clock, feed=feed)  # the loop itself, not a copy of it
