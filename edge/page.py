@@ -108,7 +108,16 @@ function show(r) {
 }
 
 const events = new EventSource(url("/events"));
-events.onmessage = (e) => show(JSON.parse(e.data));
+/* A fast loop sends hundreds of records a second: the page shows the newest one 20 times a second at most,
+   and an outage or recovery at once (after the frame before it, so the banner is not hidden again). */
+let pending = null, timer = null;
+function flush() { clearTimeout(timer); timer = null; if (pending) show(pending); pending = null; }
+events.onmessage = (e) => {
+  const r = JSON.parse(e.data);
+  if (r.event) { flush(); show(r); return; }
+  pending = r;
+  if (!timer) timer = setTimeout(flush, 50);
+};
 events.onopen = () => status("live", "ok");
 events.onerror = () => status("reconnecting…", "bad");
 
