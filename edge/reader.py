@@ -250,7 +250,7 @@ class FrameReader(CaptureReader):
     # -- the threads -----------------------------------------------------------------------------------------
 
     def _start_threads(self, limit: int | None) -> None:
-        self._serial, self._limit, self._handed = False, limit, None
+        self._serial, self._limit = False, limit
         stages = [(self._run, self._raw or self._out, f"reader {self.name}")]
         if self._raw is not None:
             stages.append((self._prepare_run, self._out, f"preparer {self.name}"))

@@ -10,7 +10,7 @@ wake-up, and the stages share the cores (and the GIL between OpenCV's and the in
 takes well under a millisecond, that costs more than it hides: the pipeline ran at 0.8-0.9x the frame rate of the
 TensorFlow Raspberry Pi example's serial loop (read, resize, invoke, draw on one thread) there (issue 15). Where
 inference dominates, the pipeline wins. So a file starts serial; its first frames measure the stages; the costs
-decide where the answer is clear, and where it is not, a short run on threads is timed against the serial frames
+decide where the answer is clear, and where it is not, short runs on threads are timed in turns with serial ones
 and the faster shape kept, re-checked after 500, 1000, 2000 ... frames (a shared machine's load changes).
 
 Live sources always have a reader thread: only it keeps the newest frame (no lag) and reconnects without stalling
@@ -29,9 +29,11 @@ log = logging.getLogger("edge")
 
 SERIAL, THREADS = "serial", "threads"
 PROBE_WARMUP = 3  # first frames not timed: the interpreter's first calls pack weights and fill caches
-PROBE = 20  # serial frames timed before deciding (about 20 ms for a small model: cheap)
-TRIAL_FILL = 3  # a threaded run's first frames not timed: the pipeline is filling
-TRIAL = 20  # threaded frames timed against the serial ones
+PROBE = 20  # serial frames timed before deciding from the costs (about 20 ms for a small model: cheap)
+ROUNDS = 4  # a trial: this many rounds of SETTLE + WINDOW frames serially, then SETTLE + WINDOW on threads
+WINDOW = 10  # frames timed per shape and round: threaded frames come unevenly (0.4 to 3 ms apart for a 1.5 ms
+#   average), so fewer would not tell a 20% difference apart
+SETTLE = 2  # frames after a switch that are not timed: the pipeline fills, or FFmpeg's decode-ahead catches up
 FIRST_RECHECK, LAST_RECHECK = 500, 8000  # frames before a close call is re-checked; doubles each time up to this
 HOP_MS = (0.05, 0.5)  # what handing a frame to another thread costs, at best and at worst. Best: a wake-up and a
 #   queue put and get, 0.01-0.015 ms on a 2-core x86 VM (a ping-pong through Handoff), a few times that on a Pi's
@@ -76,14 +78,6 @@ def choose_shape(costs: StageCosts, cores: int) -> str:
     return "trial"
 
 
-def typical_ms(intervals: list[float], block: int = 5) -> float:
-    """ms per frame over a run of frames, robust to a burst of load from another process: the median of the means
-    of consecutive blocks of `block` frames. Means of blocks, not single frames: on threads, frames come unevenly
-    (two at once, then a wait), and dropping single slow frames would flatter them."""
-    blocks = [intervals[i : i + block] for i in range(0, len(intervals) - block + 1, block)] or [intervals]
-    return statistics.median(statistics.fmean(b) for b in blocks)
-
-
 def faster(serial_ms: float, threads_ms: float) -> str:
     """The shape to keep after timing both: threads only if faster by MARGIN."""
     return THREADS if threads_ms < serial_ms * (1 - MARGIN) else SERIAL
@@ -105,6 +99,10 @@ class ShapeChooser:
     it handed over from its threads, and threads_ended() when a run of threaded frames is used up. Each of
     serial_frame() and threads_ended() answers what to do next: (SERIAL, None) go on serially; (THREADS, n) read
     the next n frames on threads (None: until the end).
+
+    A trial alternates: ROUNDS times SETTLE + WINDOW frames serially, then as many on threads. On a shared
+    machine the load drifts over seconds, so two long windows one after the other would compare two different
+    machines; short windows in turns see the same drift.
     """
 
     def __init__(self, cores: int | None = None, report: Callable[[str], None] | None = None):
@@ -113,10 +111,12 @@ class ShapeChooser:
         self.shape = SERIAL
         self.note = "serial (deciding)"  # what the last decision said, for logs and benchmark rows
         self.costs: StageCosts | None = None
-        self._state = "probe"  # probe -> (serial | threads) or trial -> checked-serial / checked-threads -> ...
+        self._state = "probe"  # probe, then serial or threads for good, or trial-threads <-> trial-serial, then
+        #   checked-serial or checked-threads, then trial again
         self._skip = PROBE_WARMUP
         self._serial: list[tuple[float, float, float]] = []  # (decode, prepare, loop) ms of recent serial frames
         self._threads: list[float] = []  # ms between frames of the current threaded run
+        self._rounds: list[tuple[float, float]] = []  # trial: (serial, threads) ms a frame per round
         self._recheck = FIRST_RECHECK
         self._countdown = 0  # checked-serial: serial frames left before the next trial
         self._decided: str | None = None  # the last decision's shape: logged at info when it changes
@@ -127,11 +127,7 @@ class ShapeChooser:
             self._skip = max(0, self._skip - 1)
             return SERIAL, None
         self._serial = (self._serial + [(decode_ms, prepare_ms, loop_ms)])[-PROBE:]
-        if self._state == "checked-serial":
-            self._countdown -= 1
-            if self._countdown <= 0 and len(self._serial) == PROBE:
-                return self._trial()
-        elif self._state == "probe" and len(self._serial) == PROBE:
+        if self._state == "probe" and len(self._serial) == PROBE:
             self.costs = StageCosts(*(statistics.median(s[i] for s in self._serial) for i in range(3)))
             choice = choose_shape(self.costs, self.cores)
             if choice == SERIAL:
@@ -142,7 +138,14 @@ class ShapeChooser:
                 predicted = threads_ms(self.costs, self.cores, HOP_MS[1])
                 return self._decide(THREADS, f"threads ({self.costs.describe()} overlap: at most {predicted:.2f} ms "
                                              f"a frame instead of {self.costs.serial_ms:.2f})")  # fmt: skip
-            return self._trial()
+            self._rounds = []
+            return self._threaded_window()
+        if self._state == "trial-serial" and len(self._serial) >= WINDOW and self._countdown <= 1:
+            return self._threaded_window()
+        if self._state == "checked-serial" and self._countdown <= 1 and len(self._serial) >= WINDOW:
+            self._rounds = []  # the re-check: a new trial, from the serial frames just read
+            return self._threaded_window()
+        self._countdown -= 1
         return SERIAL, None
 
     def threads_frame(self, interval_ms: float) -> None:
@@ -150,18 +153,21 @@ class ShapeChooser:
         self._threads.append(interval_ms)
 
     def threads_ended(self) -> tuple[str, int | None]:
-        """A threaded run's frames are used up: time it against the serial frames, or re-probe after a re-check."""
-        if self._state == "checked-threads":  # the re-check: time the serial loop again
-            self._state, self._serial = "probe", []
+        """A threaded run's frames are used up: the next round of the trial, its verdict, or a re-check."""
+        if self._state == "checked-threads":  # the re-check: a new trial, from a serial window
+            self._state, self._rounds, self._countdown = "trial-serial", [], SETTLE + WINDOW
             return SERIAL, None
-        timed = self._threads[TRIAL_FILL:]
-        serial_ms = typical_ms([sum(s) for s in self._serial])
-        if not timed:  # nothing to compare (cannot happen with TRIAL > 0): keep the loop that uses fewer threads
-            self._state = SERIAL
-            return self._decide(SERIAL, "serial")
-        measured = typical_ms(timed)
+        # Plain means, not medians: a frame's cost is uneven for real (FFmpeg decodes ahead on threads of its own,
+        # so a read is quick or not depending on what ran beside it, and threaded frames come two at once, then
+        # none); dropping slow frames flattered whichever shape had the more uneven ones.
+        serial_ms = statistics.fmean(sum(s) for s in self._serial[-WINDOW:])
+        self._rounds.append((serial_ms, statistics.fmean(self._threads[SETTLE:] or self._threads)))
+        if len(self._rounds) < ROUNDS:
+            self._state, self._countdown = "trial-serial", SETTLE + WINDOW
+            return SERIAL, None
+        serial_ms, measured = (statistics.fmean(r[i] for r in self._rounds) for i in range(2))
         costs = f"{self.costs.describe()}; " if self.costs else ""
-        run = min(self._recheck, LAST_RECHECK)
+        run = self._recheck
         self._recheck = min(self._recheck * 2, LAST_RECHECK)
         if faster(serial_ms, measured) == THREADS:
             self._state = "checked-threads"
@@ -171,10 +177,9 @@ class ShapeChooser:
         return self._decide(SERIAL, f"serial ({costs}measured {serial_ms:.2f} ms a frame, threads {measured:.2f}: "
                                     "threads would not help)")  # fmt: skip
 
-    def _trial(self) -> tuple[str, int | None]:
-        self._state, self._threads = "trial", []
-        self.shape = THREADS
-        return THREADS, TRIAL_FILL + TRIAL
+    def _threaded_window(self) -> tuple[str, int | None]:
+        self._state, self._threads, self.shape = "trial-threads", [], THREADS
+        return THREADS, SETTLE + WINDOW
 
     def _decide(self, shape: str, note: str, frames: int | None = None) -> tuple[str, int | None]:
         if shape != self._decided:

@@ -15,10 +15,11 @@ from edge.shape import (
     HOP_MS,
     PROBE,
     PROBE_WARMUP,
+    ROUNDS,
     SERIAL,
+    SETTLE,
     THREADS,
-    TRIAL,
-    TRIAL_FILL,
+    WINDOW,
     ShapeChooser,
     StageCosts,
     choose_shape,
@@ -118,20 +119,51 @@ def _probe(chooser: ShapeChooser, decode: float, prepare: float, loop: float, fi
     return decisions[-1]
 
 
-@pytest.mark.parametrize("threads_frame_ms, kept", [(1.0, THREADS), (1.48, SERIAL), (2.0, SERIAL)])
-def test_a_close_call_is_timed_and_the_faster_shape_kept_then_rechecked(threads_frame_ms, kept):
+def _rounds(chooser: ShapeChooser, threads_ms: float, serial=(1.0, 0.3, 0.2)) -> tuple[str, int | None]:
+    """Plays a trial that has just started its first threaded window; returns its verdict."""
+    for k in range(ROUNDS):
+        for i in range(SETTLE + WINDOW):
+            chooser.threads_frame(50.0 if i < SETTLE else threads_ms)  # the pipeline filling: not counted
+        decision = chooser.threads_ended()
+        if k == ROUNDS - 1:
+            return decision
+        assert decision == (SERIAL, None)  # the round's serial window
+        windows = [chooser.serial_frame(*serial) for _ in range(SETTLE + WINDOW)]
+        assert windows == [(SERIAL, None)] * (SETTLE + WINDOW - 1) + [(THREADS, SETTLE + WINDOW)]
+
+
+@pytest.mark.parametrize("threads_frame_ms, kept", [(1.0, THREADS), (1.45, SERIAL), (2.0, SERIAL)])
+def test_a_close_call_is_timed_in_turns_and_the_faster_shape_kept_then_rechecked(threads_frame_ms, kept):
     messages: list[str] = []
     chooser = ShapeChooser(cores=2, report=messages.append)
-    assert _probe(chooser, 1.0, 0.3, 0.2) == (THREADS, TRIAL_FILL + TRIAL)  # 1.5 ms serially: too close to call
-    for i in range(TRIAL_FILL + TRIAL):
-        chooser.threads_frame(50.0 if i < TRIAL_FILL or i == TRIAL_FILL + 5 else threads_frame_ms)  # fill, a burst
-    decision = chooser.threads_ended()
+    assert _probe(chooser, 1.0, 0.3, 0.2) == (THREADS, SETTLE + WINDOW)  # 1.5 ms serially: too close to call
+    decision = _rounds(chooser, threads_frame_ms)
     assert decision == ((THREADS, FIRST_RECHECK) if kept == THREADS else (SERIAL, None))
     assert chooser.shape == kept and len(messages) == 1 and messages[0].startswith(f"loop: {kept} (")
     assert f"{threads_frame_ms:.2f}" in messages[0] and "1.50" in messages[0]  # both timings, as measured
-    if kept == THREADS:  # the run of threads ends: the serial loop is timed again
+    if kept == THREADS:  # the run of threads ends: the serial loop is timed again, in turns with threads
         assert chooser.threads_ended() == (SERIAL, None)
-        assert _probe(chooser, 1.0, 0.3, 0.2, first=False)[0] == THREADS
+        window = [chooser.serial_frame(1.0, 0.3, 0.2) for _ in range(SETTLE + WINDOW)]
+        assert window[-1] == (THREADS, SETTLE + WINDOW)
     else:  # after FIRST_RECHECK serial frames, threads are tried again
         again = [chooser.serial_frame(1.0, 0.3, 0.2) for _ in range(FIRST_RECHECK)]
-        assert again[:-1] == [(SERIAL, None)] * (FIRST_RECHECK - 1) and again[-1] == (THREADS, TRIAL_FILL + TRIAL)
+        assert again[:-1] == [(SERIAL, None)] * (FIRST_RECHECK - 1) and again[-1] == (THREADS, SETTLE + WINDOW)
+    assert _rounds(chooser, 2.0)[0] == SERIAL  # the re-check's verdict stands on its own figures
+    assert len(messages) == (1 if kept == SERIAL else 2)  # logged at info only when the shape changes
+
+
+def test_a_trial_compares_rounds_taken_in_turns_so_a_slow_spell_lands_on_both():
+    chooser = ShapeChooser(cores=2, report=lambda m: None)
+    assert _probe(chooser, 1.0, 0.3, 0.2) == (THREADS, SETTLE + WINDOW)  # serial window 1: 1.5 ms a frame
+    # Another process holds the cores (everything takes twice as long) from threaded window 1 to serial window 3:
+    # window 1 alone would say serial (1.5 against 2.4 ms); the four rounds say threads, 1.8 against 2.25 ms.
+    threads_load, serial_load = [2.0, 2.0, 1.0, 1.0], [2.0, 2.0, 1.0]
+    for k in range(ROUNDS):
+        for _ in range(SETTLE + WINDOW):
+            chooser.threads_frame(1.2 * threads_load[k])
+        decision = chooser.threads_ended()
+        if k < ROUNDS - 1:
+            for _ in range(SETTLE + WINDOW):
+                load = serial_load[k]
+                decision = chooser.serial_frame(1.0 * load, 0.3 * load, 0.2 * load)
+    assert decision == (THREADS, FIRST_RECHECK) and "measured 1.80 ms a frame, serial 2.25" in chooser.note
