@@ -33,6 +33,8 @@ PROBE = 20  # serial frames timed before deciding from the costs (about 20 ms fo
 ROUNDS = 4  # a trial: this many rounds of SETTLE + WINDOW frames serially, then SETTLE + WINDOW on threads
 WINDOW = 10  # frames timed per shape and round: threaded frames come unevenly (0.4 to 3 ms apart for a 1.5 ms
 #   average), so fewer would not tell a 20% difference apart
+EARLY = 0.15  # ... but after 2 rounds, a difference this large (either way) ends the trial, as do threads behind
+#   after the first: every switch costs a few slow frames, which a 300-frame video notices
 SETTLE = 2  # frames after a switch that are not timed: the pipeline fills, or FFmpeg's decode-ahead catches up
 FIRST_RECHECK, LAST_RECHECK = 500, 8000  # frames before a close call is re-checked; doubles each time up to this
 HOP_MS = (0.05, 0.5)  # what handing a frame to another thread costs, at best and at worst. Best: a wake-up and a
@@ -121,6 +123,11 @@ class ShapeChooser:
         self._countdown = 0  # checked-serial: serial frames left before the next trial
         self._decided: str | None = None  # the last decision's shape: logged at info when it changes
 
+    @property
+    def deciding(self) -> bool:
+        """True while the first frames are timed, or a trial runs."""
+        return self._state in ("probe", "trial-serial", "trial-threads")
+
     def serial_frame(self, decode_ms: float, prepare_ms: float, loop_ms: float | None) -> tuple[str, int | None]:
         """One frame read serially (loop_ms: the loop's work since the previous frame; None for the first)."""
         if self._skip > 0 or loop_ms is None:
@@ -162,10 +169,14 @@ class ShapeChooser:
         # none); dropping slow frames flattered whichever shape had the more uneven ones.
         serial_ms = statistics.fmean(sum(s) for s in self._serial[-WINDOW:])
         self._rounds.append((serial_ms, statistics.fmean(self._threads[SETTLE:] or self._threads)))
-        if len(self._rounds) < ROUNDS:
+        serial_ms, measured = (statistics.fmean(r[i] for r in self._rounds) for i in range(2))
+        # Threads must prove themselves: behind after the first round, they are not tried further (serial is
+        # never slower than the one-thread loop; a threaded verdict must be sure). A re-check tries them again.
+        behind = len(self._rounds) == 1 and faster(serial_ms, measured) == SERIAL
+        clear = len(self._rounds) >= 2 and abs(measured / serial_ms - 1) >= EARLY
+        if len(self._rounds) < ROUNDS and not (behind or clear):
             self._state, self._countdown = "trial-serial", SETTLE + WINDOW
             return SERIAL, None
-        serial_ms, measured = (statistics.fmean(r[i] for r in self._rounds) for i in range(2))
         costs = f"{self.costs.describe()}; " if self.costs else ""
         run = self._recheck
         self._recheck = min(self._recheck * 2, LAST_RECHECK)

@@ -119,25 +119,30 @@ def _probe(chooser: ShapeChooser, decode: float, prepare: float, loop: float, fi
     return decisions[-1]
 
 
-def _rounds(chooser: ShapeChooser, threads_ms: float, serial=(1.0, 0.3, 0.2)) -> tuple[str, int | None]:
-    """Plays a trial that has just started its first threaded window; returns its verdict."""
-    for k in range(ROUNDS):
+def _rounds(chooser: ShapeChooser, threads_ms: float, serial=(1.0, 0.3, 0.2)) -> tuple[tuple[str, int | None], int]:
+    """Plays a trial that has just started its first threaded window: (its verdict, rounds it took)."""
+    for k in range(1, ROUNDS + 1):
         for i in range(SETTLE + WINDOW):
             chooser.threads_frame(50.0 if i < SETTLE else threads_ms)  # the pipeline filling: not counted
         decision = chooser.threads_ended()
-        if k == ROUNDS - 1:
-            return decision
+        if not chooser.deciding:
+            return decision, k
         assert decision == (SERIAL, None)  # the round's serial window
         windows = [chooser.serial_frame(*serial) for _ in range(SETTLE + WINDOW)]
         assert windows == [(SERIAL, None)] * (SETTLE + WINDOW - 1) + [(THREADS, SETTLE + WINDOW)]
+    raise AssertionError(f"no verdict after {ROUNDS} rounds")
 
 
-@pytest.mark.parametrize("threads_frame_ms, kept", [(1.0, THREADS), (1.45, SERIAL), (2.0, SERIAL)])
-def test_a_close_call_is_timed_in_turns_and_the_faster_shape_kept_then_rechecked(threads_frame_ms, kept):
+@pytest.mark.parametrize(
+    "threads_frame_ms, kept, rounds",
+    [(1.0, THREADS, 2), (1.4, THREADS, ROUNDS), (1.45, SERIAL, 1), (2.0, SERIAL, 1)],
+)
+def test_a_close_call_is_timed_in_turns_and_the_faster_shape_kept_then_rechecked(threads_frame_ms, kept, rounds):
     messages: list[str] = []
     chooser = ShapeChooser(cores=2, report=messages.append)
     assert _probe(chooser, 1.0, 0.3, 0.2) == (THREADS, SETTLE + WINDOW)  # 1.5 ms serially: too close to call
-    decision = _rounds(chooser, threads_frame_ms)
+    decision, played = _rounds(chooser, threads_frame_ms)
+    assert played == rounds  # threads behind after round 1, or 15% apart after 2, end the trial
     assert decision == ((THREADS, FIRST_RECHECK) if kept == THREADS else (SERIAL, None))
     assert chooser.shape == kept and len(messages) == 1 and messages[0].startswith(f"loop: {kept} (")
     assert f"{threads_frame_ms:.2f}" in messages[0] and "1.50" in messages[0]  # both timings, as measured
@@ -148,22 +153,24 @@ def test_a_close_call_is_timed_in_turns_and_the_faster_shape_kept_then_rechecked
     else:  # after FIRST_RECHECK serial frames, threads are tried again
         again = [chooser.serial_frame(1.0, 0.3, 0.2) for _ in range(FIRST_RECHECK)]
         assert again[:-1] == [(SERIAL, None)] * (FIRST_RECHECK - 1) and again[-1] == (THREADS, SETTLE + WINDOW)
-    assert _rounds(chooser, 2.0)[0] == SERIAL  # the re-check's verdict stands on its own figures
+    assert _rounds(chooser, 2.0)[0][0] == SERIAL  # the re-check's verdict stands on its own figures
     assert len(messages) == (1 if kept == SERIAL else 2)  # logged at info only when the shape changes
 
 
 def test_a_trial_compares_rounds_taken_in_turns_so_a_slow_spell_lands_on_both():
     chooser = ShapeChooser(cores=2, report=lambda m: None)
     assert _probe(chooser, 1.0, 0.3, 0.2) == (THREADS, SETTLE + WINDOW)  # serial window 1: 1.5 ms a frame
-    # Another process holds the cores (everything takes twice as long) from threaded window 1 to serial window 3:
-    # window 1 alone would say serial (1.5 against 2.4 ms); the four rounds say threads, 1.8 against 2.25 ms.
-    threads_load, serial_load = [2.0, 2.0, 1.0, 1.0], [2.0, 2.0, 1.0]
+    # Another process holds the cores (everything takes twice as long) through serial and threaded window 2: the
+    # serial window before the spell against the threaded one in it would say serial (1.5 against 2.4 ms a frame);
+    # the rounds say threads, 1.8 against 2.25 ms.
+    load = [1.0, 2.0, 1.0, 1.0]
     for k in range(ROUNDS):
         for _ in range(SETTLE + WINDOW):
-            chooser.threads_frame(1.2 * threads_load[k])
+            chooser.threads_frame(1.2 * load[k])
         decision = chooser.threads_ended()
-        if k < ROUNDS - 1:
-            for _ in range(SETTLE + WINDOW):
-                load = serial_load[k]
-                decision = chooser.serial_frame(1.0 * load, 0.3 * load, 0.2 * load)
-    assert decision == (THREADS, FIRST_RECHECK) and "measured 1.80 ms a frame, serial 2.25" in chooser.note
+        if not chooser.deciding:
+            break
+        for _ in range(SETTLE + WINDOW):
+            decision = chooser.serial_frame(1.0 * load[k + 1], 0.3 * load[k + 1], 0.2 * load[k + 1])
+    assert k == 1 and decision == (THREADS, FIRST_RECHECK)
+    assert "measured 1.80 ms a frame, serial 2.25" in chooser.note
