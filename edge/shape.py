@@ -31,11 +31,11 @@ SERIAL, THREADS = "serial", "threads"
 PROBE_WARMUP = 3  # first frames not timed: the interpreter's first calls pack weights and fill caches
 PROBE = 20  # serial frames timed before deciding from the costs (about 20 ms for a small model: cheap)
 ROUNDS = 4  # a trial: this many rounds of SETTLE + WINDOW frames serially, then SETTLE + WINDOW on threads
-WINDOW = 10  # frames timed per shape and round: threaded frames come unevenly (0.4 to 3 ms apart for a 1.5 ms
+WINDOW = 16  # frames timed per shape and round: threaded frames come unevenly (0.4 to 3 ms apart for a 1.5 ms
 #   average), so fewer would not tell a 20% difference apart
 EARLY = 0.15  # ... but after 2 rounds, a difference this large (either way) ends the trial, as do threads behind
 #   after the first: every switch costs a few slow frames, which a 300-frame video notices
-SETTLE = 2  # frames after a switch that are not timed: the pipeline fills, or FFmpeg's decode-ahead catches up
+SETTLE = 4  # frames after a switch not timed: the pipeline fills, FFmpeg's decode-ahead catches up (2-4x slower)
 FIRST_RECHECK, LAST_RECHECK = 500, 8000  # frames before a close call is re-checked; doubles each time up to this
 HOP_MS = (0.05, 0.5)  # what handing a frame to another thread costs, at best and at worst. Best: a wake-up and a
 #   queue put and get, 0.01-0.015 ms on a 2-core x86 VM (a ping-pong through Handoff), a few times that on a Pi's
