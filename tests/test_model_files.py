@@ -107,6 +107,13 @@ def test_latency_out_that_cannot_be_written_is_refused_before_measuring(edge_run
     assert not (tmp_path / "rows.json").exists()
 
 
+def test_latency_loop_repeats_below_one_is_refused(edge_run: Path, capsys):
+    import benchmarks.device.latency as lat
+
+    assert lat.main(["--model", str(edge_run / "export" / "tflite_int8.tflite"), "--loop-repeats", "0"]) == 2
+    assert "--loop-repeats must be at least 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [(lambda m: m.update(image_size="96"), "Manifest.image_size is '96', not int"),

@@ -149,8 +149,9 @@ def _open(path: Path, threads: int, row: dict) -> tuple[Backend | None, object |
 
 
 def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int = 200, warmup: int = 20,
-                   rounds: int = 5, device: str = "", loop_frames: int = 100, loop_warmup: int = 10,
-                   frame_size: tuple[int, int] = (640, 480), log=print) -> list[dict]:  # fmt: skip
+                   rounds: int = 5, device: str = "", loop_frames: int = 300, loop_warmup: int = 10,
+                   frame_size: tuple[int, int] = (640, 480), log=print,
+                   loop_repeats: int = 3) -> list[dict]:  # fmt: skip
     """Rows for model files measured here: latency per thread count and, with a manifest, the camera loop."""
     device = device or default_device_name()
     tmp = tempfile.TemporaryDirectory(prefix="bench-loop-")
@@ -186,7 +187,7 @@ def measure_models(paths: list[str | Path], threads: tuple[int, ...], runs: int 
                     if isinstance(video, Exception):
                         add_error(row, "camera loop", video)
                     else:
-                        _loop_figures(row, clf, video, capture_ms, loop_warmup, None)
+                        _loop_figures(row, clf, video, capture_ms, loop_warmup, None, loop_repeats)
                 backend.close()
                 figure = f"{row['latency_ms_median']:.3f} ms median" if row["latency_ms_median"] else "not timed"
                 log(
@@ -209,12 +210,12 @@ def _make_video(path: Path, frames: int, size: tuple[int, int]):
         return e, None
 
 
-def _loop_figures(row: dict, clf, video: Path, capture_ms: float, warmup: int, labels=None) -> None:
+def _loop_figures(row: dict, clf, video: Path, capture_ms: float, warmup: int, labels=None, repeats: int = 3) -> None:
     """Fills the row's camera-loop columns, or adds the loop's error to it (the latency figures stand)."""
     from benchmarks.device import loop
 
     try:
-        row.update(loop.loop_columns(clf, video, warmup, labels), capture_ms=round(capture_ms, 4))
+        row.update(loop.loop_columns(clf, video, warmup, labels, repeats), capture_ms=round(capture_ms, 4))
     except Exception as e:  # a failure is a row with an error, never a crash
         add_error(row, "camera loop", e)
 
@@ -226,7 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=200, help="timed runs per model and thread count (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     p.add_argument("--rounds", type=int, default=5, help="interleave models in this many rounds (default 5)")
-    p.add_argument("--loop-frames", type=int, default=100, help="camera-loop video frames (0 skips the loop)")
+    p.add_argument("--loop-frames", type=int, default=300, help="camera-loop video frames (0 skips the loop)")
+    p.add_argument(
+        "--loop-repeats",
+        type=int,
+        default=3,
+        help="passes of edge's loop and of the one-thread reference, in turns; medians kept (default 3)",
+    )
     p.add_argument("--device-name", default="", help="the device column (default: board or CPU model)")
     p.add_argument("--out", default="", help="write {meta, rows} JSON here, for `python -m benchmarks --merge`")
     return p
@@ -237,8 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         threads = parse_threads(a.threads)
-        if a.runs < 1 or a.warmup < 0 or a.loop_frames < 0 or (a.loop_frames and a.loop_frames < 12):
-            raise BenchError("--runs must be at least 1, --warmup at least 0, --loop-frames 0 or at least 12")
+        if (
+            a.runs < 1
+            or a.warmup < 0
+            or a.loop_frames < 0
+            or (a.loop_frames and a.loop_frames < 12)
+            or a.loop_repeats < 1
+        ):
+            raise BenchError(
+                "--runs and --loop-repeats must be at least 1, --warmup at least 0, --loop-frames 0 or at least 12"
+            )
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -249,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     device = a.device_name or default_device_name()
     meta = {"devices": {device: device_meta(device)}}
     rows = measure_models(a.model, threads, a.runs, a.warmup, a.rounds, device, a.loop_frames,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+                          log=lambda m: print(m, file=sys.stderr, flush=True), loop_repeats=a.loop_repeats)  # fmt: skip
     print(format_table(rows))
     if a.out:
         write_json(a.out, {"meta": meta, "rows": rows})

@@ -9,7 +9,9 @@ LiveServer on 127.0.0.1 (port 0), and its clients in a process of their own (as 
 does not compete for the loop's GIL): a client opens /video.mjpg and /events, as the page does, and reads both as
 fast as they come; the stalled client asks for /video.mjpg with a
 4 kB receive buffer and never reads. Cases are interleaved pass by pass and each row is the median pass (by
-loop_ms), as loop.loop_columns does, so a burst of other work on the machine moves one pass, not one case.
+loop_ms), as loop.loop_columns does, so a burst of other work on the machine moves one pass, not one case. A first,
+uncounted pass lets edge choose the loop's shape (edge.shape); every case then runs in that shape, so the rows differ
+by watching alone.
 
 Columns: watchers ("off": no live view at all; "0", "1", "4", "1 stalled"), loop_fps and loop_ms (the loop's own
 figures), vs_off (loop_fps / the "off" row's), frames_encoded (JPEGs the feed made: 0 when nobody watches),
@@ -149,10 +151,12 @@ def _until(condition, timeout: float) -> bool:
     return True
 
 
-def measure_case(classifier, video, case: str, clients: ClientProcess, warmup=10, client_timeout_s=2.0) -> dict:
+def measure_case(
+    classifier, video, case: str, clients: ClientProcess, warmup=10, client_timeout_s=2.0, shape: str = "auto"
+) -> dict:
     """One pass of one case: measure_loop's figures with the live view's, as in the module docstring."""
     if case == "off":
-        figures = measure_loop(classifier, video, warmup)
+        figures = measure_loop(classifier, video, warmup, shape=shape)
         return {"watchers": case, **figures, "frames_encoded": None, "jpeg_fps": None, "events_fps": None,
                 "stalled_dropped": None}  # fmt: skip
     feed = LiveFeed().start()
@@ -163,7 +167,7 @@ def measure_case(classifier, video, case: str, clients: ClientProcess, warmup=10
         if not _until(lambda: server.streams == expected, 10.0):
             raise BenchError(f"live view: {expected} client streams did not open within 10 s")
         start = time.monotonic()
-        figures = measure_loop(classifier, video, warmup, feed=feed)
+        figures = measure_loop(classifier, video, warmup, feed=feed, shape=shape)
         end = time.monotonic()
         encoded, dropped = feed.frames_encoded, None
         if case == "1 stalled":
@@ -199,11 +203,15 @@ def measure_watching(
         rows with COLUMNS first, then the rest of measure_loop's figures.
     """
     passes: dict[str, list[dict]] = {case: [] for case in cases}
-    measure_loop(classifier, video, warmup)  # not counted: the first pass of a process runs cold
+    # Not counted: the first pass of a process runs cold. It also picks the loop's shape (edge.shape), which every
+    # case then keeps, so the rows differ by watching alone and not by a trial that went the other way.
+    shape = measure_loop(classifier, video, warmup)["loop_shape"]
+    if log:
+        log(f"loop shape for every case: {shape}")
     with ClientProcess() as clients:
         for r in range(max(1, repeats)):
             for case in cases:
-                row = measure_case(classifier, video, case, clients, warmup, client_timeout_s)
+                row = measure_case(classifier, video, case, clients, warmup, client_timeout_s, shape)
                 passes[case].append(row)
                 if log:
                     log(f"pass {r + 1}/{repeats}, watchers {case}: {row['loop_fps']:.1f} FPS")
