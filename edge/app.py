@@ -163,7 +163,7 @@ def run(options: EdgeOptions, open_source: Callable[[], Capture] | None = None, 
             # A recording plays at the video's own rate, pictures as a slideshow, live sources at the measured rate.
             fps = 1.0 if still else (None if live else source_fps(reader.capture))
             stop = threading.Event()
-            with _signals_set(stop), recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
+            with signals_set(stop), recording(o.record, fps) if o.record else contextlib.nullcontext() as rec:
                 n = run_loop(o, classifier, reader, window, rec, still, stop, feed, keeper)
         finally:
             reader.stop()
@@ -209,7 +209,7 @@ def _uncertain(o: EdgeOptions, classifier: Classifier):
 
 
 @contextlib.contextmanager
-def _signals_set(stop: threading.Event):
+def signals_set(stop: threading.Event):
     """While the loop runs, Ctrl-C and SIGTERM only set `stop`, which the loop checks between frames.
 
     Raising KeyboardInterrupt from the handler could land between a lock's acquire and its with-block inside the

@@ -30,18 +30,39 @@ from edge.app import EdgeOptions, run
 log = logging.getLogger("edge")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (edge.collect's flags use it too)."""
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return v
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
     v = float(text)
     if not 0.0 < v < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
     return v
+
+
+def seconds_or_zero(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0 (0: no wait)."""
+    v = float(text)
+    if not 0.0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return v
+
+
+def add_serve_flags(p: argparse.ArgumentParser, serve_help: str) -> None:
+    """--serve [HOST:]PORT and --serve-token, as edge and edge.collect both take them."""
+    p.add_argument("--serve", default=None, metavar="[HOST:]PORT", help=serve_help)
+    p.add_argument(
+        "--serve-token",
+        default=os.environ.get("EDGE_SERVE_TOKEN") or None,
+        metavar="TOKEN",
+        help="the token --serve asks for (default: $EDGE_SERVE_TOKEN, else a random one on a non-local address)",
+    )
 
 
 def _score(text: str) -> float:
@@ -81,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{" + ",".join(BACKENDS) + "}",
         help="inference runtime; default: the one the manifest names for the model (litert for .tflite)",
     )
-    p.add_argument("--threads", type=_positive_int, default=None, help="interpreter threads (default: one per core)")
-    p.add_argument("--top-k", type=_positive_int, default=3, help="categories reported per frame (default 3)")
+    p.add_argument("--threads", type=positive_int, default=None, help="interpreter threads (default: one per core)")
+    p.add_argument("--top-k", type=positive_int, default=3, help="categories reported per frame (default 3)")
     p.add_argument(
         "--min-score",
         type=_score,
@@ -98,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         'fps); a live source\'s outage adds a line when it begins ({"event": "outage", "since": ...}) and one '
         'when it ends ({"event": "recovered", "outage_s": ...})',
     )
-    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after classifying this many frames")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="stop after classifying this many frames")
     p.add_argument(
         "--record",
         default=None,
@@ -119,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="start a video, image or folder over when it ends")
     p.add_argument(
         "--stall-timeout",
-        type=_seconds,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="an rtsp:// or http:// stream (or a V4L2 camera, in whole seconds) that gives no new frame for this "
@@ -128,22 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         "max(this, 10 s) (default 10)",
     )
     p.add_argument(
-        "--print-every", type=_positive_int, default=1, help="headless: print one line every N frames (default 1)"
+        "--print-every", type=positive_int, default=1, help="headless: print one line every N frames (default 1)"
     )
-    p.add_argument(
-        "--serve",
-        default=None,
-        metavar="[HOST:]PORT",
-        help="also serve a live view: a page with the annotated video, label, score, FPS and top-k, plus "
+    add_serve_flags(
+        p,
+        "also serve a live view: a page with the annotated video, label, score, FPS and top-k, plus "
         "/video.mjpg, /events (the --headless records as Server-Sent Events), /latest.json and /health. A port "
         "alone listens on 127.0.0.1; with a host (0.0.0.0: every address) every request needs the token printed "
         "at start",
-    )
-    p.add_argument(
-        "--serve-token",
-        default=os.environ.get("EDGE_SERVE_TOKEN") or None,
-        metavar="TOKEN",
-        help="the token --serve asks for (default: $EDGE_SERVE_TOKEN, else a random one on a non-local address)",
     )
     p.add_argument(
         "--save-uncertain",
@@ -156,14 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--below", type=_score, default=0.6, help="--save-uncertain threshold on the best score (0.6)")
     p.add_argument(
         "--uncertain-every",
-        type=_seconds,
+        type=seconds,
         default=1.0,
         metavar="SECONDS",
         help="--save-uncertain keeps at most one frame per this many seconds (default 1)",
     )
     p.add_argument(
         "--uncertain-max",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         metavar="N",
         help="--save-uncertain stops keeping frames once DIR/_unsorted holds N images, so a service that runs for "

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from pathlib import Path
 from contracts.atomic import why_unwritable
 from contracts.console import one_line
 from contracts.errors import EdgeError
-from edge.cli import configure_logging
+from edge.app import signals_set
+from edge.cli import add_serve_flags, configure_logging, positive_int, seconds, seconds_or_zero
 from edge.collector import Collector, KeyWindow, collect_headless, collect_window
 from edge.display import check_display
 from edge.live import LiveFeed
@@ -136,7 +136,7 @@ def run_collect(o: CollectOptions, open_source=None, source_live: bool = True, s
     log.info("collecting from %s into %s (%s)", name, o.out, _counts(collector))
     stop, window = threading.Event(), None
     try:
-        with _live_view(server) as feed, _signals_set(stop):
+        with _live_view(server) as feed, signals_set(stop):
             window = None if o.headless else KeyWindow(o.window_title)
             reader.start()
             if window is None:
@@ -186,35 +186,6 @@ def _counts(collector: Collector) -> str:
     return ", ".join(f"{label} {n}" for label, n in collector.counts().items())
 
 
-@contextlib.contextmanager
-def _signals_set(stop: threading.Event):
-    """While collecting, Ctrl-C and SIGTERM only set `stop`, checked between frames (as in edge.app, whose
-    docstring says why: an exception raised inside the frame queues' locks can hang the reader's stop)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _seconds(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m edge.collect",
@@ -240,30 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default=None, help="headless: the class to save into (a new one is fine)")
     p.add_argument(
         "--every",
-        type=_seconds,
+        type=seconds_or_zero,
         default=1.0,
         metavar="SECONDS",
         help="headless: seconds between photos (a video's own time; a folder: one picture a second); 0: every frame "
         "(default 1)",
     )
-    p.add_argument("--count", type=_positive_int, default=None, help="headless: stop after this many photos")
-    p.add_argument(
-        "--serve",
-        default=None,
-        metavar="[HOST:]PORT",
-        help="also serve the live view with a button per class and the counts (a port alone: this machine only; "
+    p.add_argument("--count", type=positive_int, default=None, help="headless: stop after this many photos")
+    add_serve_flags(
+        p,
+        "also serve the live view with a button per class and the counts (a port alone: this machine only; "
         "with a host, e.g. 0.0.0.0:8080, every request needs the token printed at start); with --headless and no "
         "--label only the buttons save",
     )
     p.add_argument(
-        "--serve-token",
-        default=os.environ.get("EDGE_SERVE_TOKEN") or None,
-        metavar="TOKEN",
-        help="the token --serve asks for (default: $EDGE_SERVE_TOKEN, else a random one on a non-local address)",
-    )
-    p.add_argument(
         "--stall-timeout",
-        type=_seconds,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="a stream or camera that gives no frame this long is an outage: reconnected (default 10)",
