@@ -2,6 +2,7 @@
 
 python -m benchmarks --run runs/latest
 python -m benchmarks --run runs/flowers --threads 1,4 --runs 500 --merge pi4-rows.json --min-accuracy 0.9
+python -m benchmarks --run runs/latest --corruptions gaussian_blur,jpeg --severities 1,3,5 --robustness-images 200
 
 Exit codes: 0 done; 1 an artifact's top-1 is below --min-accuracy (each is named); 2 the run, its manifest, a
 flag or a --merge file cannot be used (one line naming it and the fix).
@@ -13,6 +14,8 @@ import argparse
 import dataclasses
 import sys
 
+from benchmarks.device.corruptions import CORRUPTIONS
+from benchmarks.robustness import parse_severities
 from benchmarks.settings import REFERENCES, BenchError, BenchSettings, parse_threads
 from contracts.console import one_line
 from contracts.formats import FORMATS
@@ -61,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--min-accuracy", type=float, default=None, help="exit 1 if an artifact's test top-1 is below this")
     a("--noise", type=float, default=d.noise, help=f"speed ratios within 1 +- this are 'no gain' (default {d.noise})")
     a("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    a("--corruptions", default=d.corruptions, help=f"robustness: all, none, or a comma-separated list of: "
+      f"{', '.join(CORRUPTIONS)} (default all)")  # fmt: skip
+    a("--severities", default=",".join(map(str, d.severities)), help="robustness severities, 1-5 (default 1,2,3,4,5)")
+    a("--robustness-images", type=int, default=d.robustness_images,
+      help=f"test images the corruptions run on, 0: all (default {d.robustness_images})")  # fmt: skip
     return p
 
 
@@ -72,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     from train.settings import SettingsError
 
     try:
-        args = {**vars(a), "threads": parse_threads(a.threads), "merge": tuple(a.merge)}
+        args = {**vars(a), "threads": parse_threads(a.threads), "merge": tuple(a.merge),
+                "severities": parse_severities(a.severities)}  # fmt: skip
         s = BenchSettings(**{f.name: args[f.name] for f in dataclasses.fields(BenchSettings) if f.name in args})
         rows = run_benchmarks(s)
     except (BenchError, SettingsError, DataError) as e:

@@ -1,6 +1,6 @@
-"""The benchmark's four plots and the soak's (PNG, matplotlib Agg), each written atomically.
+"""The benchmark's five plots and the soak's (PNG, matplotlib Agg), each written atomically.
 
-paths = save_plots(rows, out_dir, reference, host)   # {name: path} in the bench folder
+paths = save_plots(rows, out_dir, reference, host, robust_rows)   # {name: path} in the bench folder
 plot_soak(report, "soak.png")                        # python -m benchmarks.device.soak --plot, on the host
 
 matplotlib is imported here only, on first use (pyplot()); the device package never imports this module unless
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.compare import best_rows, devices, pareto_front
+from benchmarks.compare import best_rows, devices, float_counterpart, pareto_front
 from benchmarks.device.rows import threads_label
 from contracts.atomic import atomic_path
 from contracts.formats import FORMATS
@@ -21,7 +21,9 @@ PLOTS = {  # file name -> what report.md calls it
     "size.png": "Size per format",
     "per_class.png": "Per-class accuracy, int8 against float",
     "latency_vs_threads.png": "Latency against threads",
+    "robustness.png": "Top-1 against corruption severity, float and int8",
 }
+_DASHES = {"none": "-", "fp16": "-.", "dynamic": ":", "int8": "--"}  # robustness.png: line style by quantization
 _ORDER = {name: i for i, name in enumerate(FORMATS)}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per format, in table order
 
@@ -205,14 +207,53 @@ def plot_latency_vs_threads(rows: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def save_plots(rows: list[dict], out_dir: str | Path, reference: dict, host: str) -> dict[str, Path]:
-    """Writes every plot the rows allow; returns {file name: path} of those written."""
+def plot_robustness(robust_rows: list[dict], path: Path) -> Path | None:
+    """A panel per corruption: top-1 against severity (0 = clean), a line per artifact; one colour per family (an
+    artifact and its float counterpart), solid for float32, dashed for int8."""
+    plt = pyplot()
+    names = list(dict.fromkeys(r["corruption"] for r in robust_rows if r["severity"]))
+    if not names:
+        return None
+    fmts = sorted(dict.fromkeys(r["format"] for r in robust_rows), key=lambda f: _ORDER.get(f, 99))
+    cols = min(3, len(names))
+    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(4.2 * cols, 3.3 * -(-len(names) // cols)),
+                             squeeze=False, sharey=True)  # fmt: skip
+    for ax, name in zip(axes.flat, names):
+        for k, fmt in enumerate(fmts):
+            dodge = 0.06 * (k - (len(fmts) - 1) / 2)  # side by side: artifacts with equal figures stay visible
+            pts = sorted((r["severity"] + dodge, r["top1"] * 100) for r in robust_rows
+                         if r["format"] == fmt and r["corruption"] in (name, "none"))  # fmt: skip
+            family = float_counterpart(fmt)
+            quant = FORMATS[fmt].quantization if fmt in FORMATS else "none"
+            ax.plot(*zip(*pts), color=_color(family.name if family else fmt), ls=_DASHES.get(quant, "-"), lw=1.5,
+                    marker=_MARKERS[_ORDER.get(fmt, 0) % len(_MARKERS)], ms=4, label=fmt)  # fmt: skip
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks(range(6))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test top-1 (%)")
+    for ax in axes[-1]:
+        ax.set_xlabel("severity (0 = clean)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(fmts), 4), fontsize=8, bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle("Top-1 under camera corruptions (same colour: one model family; dashed: int8)", y=1.0)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def save_plots(rows: list[dict], out_dir: str | Path, reference: dict, host: str,
+               robust_rows: list[dict] | None = None) -> dict[str, Path]:  # fmt: skip
+    """Writes every plot the rows allow (robustness.png from robust_rows); returns {file name: path} of those
+    written."""
     out = Path(out_dir)
     made = {
         "accuracy_vs_latency.png": plot_accuracy_vs_latency(rows, out / "accuracy_vs_latency.png"),
         "size.png": plot_size([r for r in rows if r["device"] == host], out / "size.png"),
         "per_class.png": plot_per_class(rows, reference, host, out / "per_class.png"),
         "latency_vs_threads.png": plot_latency_vs_threads(rows, out / "latency_vs_threads.png"),
+        "robustness.png": plot_robustness(robust_rows or [], out / "robustness.png"),
     }
     return {k: v for k, v in made.items() if v is not None}
 

@@ -13,6 +13,7 @@ import statistics
 from benchmarks.compare import best_rows, comparisons, devices, float_counterpart, is_timed, thread_scaling
 from benchmarks.device.rows import format_table, ms, threads_label
 from benchmarks.plots import PLOTS
+from benchmarks.report_robustness import robustness_headline, robustness_section
 
 
 def _speed(c: dict, noise: float) -> str:
@@ -260,8 +261,9 @@ def loop_section(rows: list[dict], target_ms: float = 2.0, cores: dict | None = 
     return lines
 
 
-def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, noise: float = 0.10) -> str:
-    """The whole report.md (Markdown, plots linked relatively)."""
+def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, noise: float = 0.10,
+                  robust_rows: list[dict] | None = None) -> str:  # fmt: skip
+    """The whole report.md (Markdown, plots linked relatively); robust_rows: robustness.json's, for its table."""
     host = meta.get("host")
     hm = meta.get("devices", {}).get(host, {})
     ref = meta.get("reference") or {}
@@ -280,6 +282,7 @@ def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, nois
     if ref:
         top1 = f", test top-1 {ref['top1']:.2%}" if ref.get("top1") is not None else ""
         out.append(f"\nTest set: {meta.get('n_test')} images. Agreement reference: {ref.get('name')}{top1}.")
+    out += robustness_headline(meta)
     out += ["", "## int8 against float", ""]
     out.append("Each int8 artifact against the float32 artifact of the same runtime, on the same device and at the "
                "same thread count (the one where the int8 artifact is fastest):")  # fmt: skip
@@ -292,6 +295,7 @@ def render_report(run_name: str, rows: list[dict], meta: dict, plots: dict, nois
                 "640x480 video: test images on this machine, synthetic frames on other devices "
                 "(benchmarks.device.latency); under it, where measured, a one-thread loop over the same video "
                 "(benchmarks.device.loop.measure_serial_loop).", *loop]  # fmt: skip
+    out += robustness_section(rows, meta, robust_rows)
     if plots:
         out += ["", "## Plots", ""]
         for name in plots:

@@ -5,6 +5,7 @@ Per thread count, every artifact is opened as edge opens it (manifest, sha256, t
 through it once for accuracy; then all artifacts are timed together, in interleaved rounds; then each runs
 edge's camera loop on a 640x480 video made from the test images, in turns with a one-thread reference loop (read,
 preprocess, infer, draw: the TensorFlow Raspberry Pi example's) whose figures go in the same row as serial_loop_*.
+Last, the robustness pass (benchmarks.robustness): each artifact once more on corrupted copies of the test images.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import accuracy
+from benchmarks import accuracy, robustness
 from benchmarks.compare import comparisons, devices
 from benchmarks.device import loop
 from benchmarks.device.latency import time_rows
@@ -134,6 +135,36 @@ def _progress(r: dict) -> str:
             f"{loop_text}" + (f" [{r['error']}]" if r.get("error") else ""))  # fmt: skip
 
 
+def _robustness(s: BenchSettings, run: Path, arts: list[ArtifactEntry], x, y) -> tuple[list[dict], dict]:
+    """(robustness rows, meta["robustness"]) of every artifact that opens, on --robustness-images test images
+    spread evenly over the split, at the most threads asked for (the figures do not depend on threads)."""
+    from contracts.runners.classifier import Classifier
+
+    names = robustness.parse_corruptions(s.corruptions)
+    if not names:
+        return [], {}
+    if s.robustness_images and s.robustness_images < len(y):
+        keep = np.unique(np.linspace(0, len(y) - 1, s.robustness_images).round().astype(int))
+        x, y = x[keep], y[keep]
+    opened: dict = {}
+    try:
+        for a in arts:
+            if a.format in FORMATS and a.format not in opened:
+                try:
+                    opened[a.format] = Classifier.from_model(run / "export" / a.file, a.runtime, max(s.threads))
+                except Exception as e:  # its row already says why it could not be opened
+                    log(f"robustness: {a.format} left out ({first_line(e)})")
+        predictors = {f: (lambda imgs, c=c: accuracy.predict_images(c, imgs).argmax(1)) for f, c in opened.items()}
+        quant = {a.format: a.quantization for a in arts}
+        rows, summary = robustness.measure_robustness(predictors, x, y, names, s.severities, quant, robustness.SEED)
+    finally:
+        for clf in opened.values():
+            clf.backend.close()
+    meta = {"corruptions": list(names), "severities": list(s.severities), "n": int(len(y)), "seed": robustness.SEED,
+            "source": "benchmarks.device.corruptions", "summary": summary}  # fmt: skip
+    return rows, meta
+
+
 def _read_merge_files(s: BenchSettings) -> list[tuple[str, list[dict], dict]]:
     """(path, rows, meta) of every --merge file, read before anything is measured so a bad one fails fast."""
     out = []
@@ -162,7 +193,7 @@ def _merge(files: list[tuple[str, list[dict], dict]], rows: list[dict], meta: di
                 continue
             acc = host_acc.get((r["format"], r.get("sha256")))
             if acc is not None and r.get("top1") is None:
-                for k in ("top1", "agreement", "reference", "n_test", "per_class_top1"):
+                for k in ("top1", "agreement", "reference", "n_test", "per_class_top1", *robustness.ROBUST_COLUMNS):
                     r[k] = acc[k]
                 r["accuracy_from"] = acc["accuracy_from"]
             elif acc is None:
@@ -218,13 +249,19 @@ def run_benchmarks(s: BenchSettings) -> list[dict]:
         if r["format"] in probs:
             r.update(accuracy.accuracy_columns(probs[r["format"]], y, manifest.labels, ref_probs),
                      reference=ref_name, accuracy_from=device)  # fmt: skip
+    robust_rows, meta["robustness"] = _robustness(s, run, arts, x, y)
+    if robust_rows:
+        robustness.write_robustness(out, robust_rows, {"run": manifest.run, "host": device, **meta["robustness"]})
+    for r in rows:
+        r.update(robustness.robust_columns(robust_rows, r["format"]))
     rows = _merge(merge_files, rows, meta)
-    write_outputs(s, out, manifest.run, rows, meta)
+    write_outputs(s, out, manifest.run, rows, meta, robust_rows)
     return rows
 
 
-def write_outputs(s: BenchSettings, out: Path, run_name: str, rows: list[dict], meta: dict) -> None:
-    """results.csv/json, results.md (also printed), the plots and report.md."""
+def write_outputs(s: BenchSettings, out: Path, run_name: str, rows: list[dict], meta: dict,
+                  robust_rows: list[dict] | None = None) -> None:  # fmt: skip
+    """results.csv/json, results.md (also printed), the plots (robustness.png from robust_rows) and report.md."""
     from benchmarks.report import render_report
 
     save_results(out, rows, meta, {"settings": s.to_dict(), "comparisons": comparisons(rows)})
@@ -236,8 +273,8 @@ def write_outputs(s: BenchSettings, out: Path, run_name: str, rows: list[dict], 
     if s.plots:
         from benchmarks.plots import save_plots
 
-        plots = save_plots(rows, out, meta.get("reference") or {}, meta["host"])
-    write_text(out / "report.md", render_report(run_name, rows, meta, plots, s.noise))
+        plots = save_plots(rows, out, meta.get("reference") or {}, meta["host"], robust_rows or [])
+    write_text(out / "report.md", render_report(run_name, rows, meta, plots, s.noise, robust_rows))
     log(f"wrote {out}/: results.csv, results.json, results.md, report.md" + (f", {', '.join(plots)}" if plots else ""))
 
 

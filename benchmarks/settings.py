@@ -42,10 +42,15 @@ class BenchSettings:
     noise: float = 0.10  # speed ratios within 1 +- this are reported as "no gain": on a shared 2-core machine
     #   medians of identical runs differ by several percent
     plots: bool = True  # write the PNG plots (matplotlib)
+    corruptions: str = "all"  # robustness: comma-separated names from benchmarks.device.corruptions, "all" or "none"
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # robustness severities (1-5); severity 3 fills the robust_* columns
+    robustness_images: int = 500  # test images the corruptions run on, spread evenly over the split (0 = all of
+    #   it): 31 sets per artifact, so the whole split of a big run would take long; 500 leave about +-2 points of
+    #   noise on a top-1
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["threads"], d["merge"] = list(self.threads), list(self.merge)
+        d["threads"], d["merge"], d["severities"] = list(self.threads), list(self.merge), list(self.severities)
         return d
 
 
@@ -55,11 +60,15 @@ def check_settings(s: BenchSettings) -> None:
         raise BenchError(f"--reference {s.reference!r} is not one of {', '.join(REFERENCES)}")
     minimums = (("--runs", s.runs, 1), ("--warmup", s.warmup, 0), ("--rounds", s.rounds, 1),
                 ("--loop-frames", s.loop_frames, 0), ("--max-test-images", s.max_test_images, 0),
-                ("--loop-repeats", s.loop_repeats, 1))  # fmt: skip
+                ("--loop-repeats", s.loop_repeats, 1), ("--robustness-images", s.robustness_images, 0))  # fmt: skip
     for flag, value, low in minimums:
         if value < low:
             raise BenchError(f"{flag} {value} is below {low}")
     if s.loop_frames and s.loop_frames < s.loop_warmup + 2:
         raise BenchError(f"--loop-frames {s.loop_frames} leaves no measured frames after {s.loop_warmup} warm-up ones")
+    from benchmarks.robustness import parse_corruptions, parse_severities
+
+    parse_corruptions(s.corruptions)
+    parse_severities(s.severities)
     if s.min_accuracy is not None and s.min_accuracy < 0:
         raise BenchError(f"--min-accuracy {s.min_accuracy} is not a top-1 fraction (0 to 1)")

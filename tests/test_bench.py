@@ -34,7 +34,7 @@ DEVICE_FORMATS = ("tflite_fp32", "tflite_int8")
 SLOWER = 10.0  # the merged device's float rows are made this much slower, so a ratio mixing devices shows
 REQUIRED = ("format", "runtime", "threads", "size_mb", "top1", "agreement", "latency_ms_median", "latency_ms_p90",
             "latency_ms_std", "fps", "loop_fps", "loop_overhead_ms", "capture_ms", "device", "error")  # fmt: skip
-PLOTS = ("accuracy_vs_latency.png", "size.png", "per_class.png", "latency_vs_threads.png")
+PLOTS = ("accuracy_vs_latency.png", "size.png", "per_class.png", "latency_vs_threads.png", "robustness.png")
 
 
 slow = pytest.mark.slow  # the test uses exported_run (a MobileNetV2 trained and exported once per session)

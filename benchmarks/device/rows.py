@@ -52,6 +52,18 @@ COLUMNS = (
     "draw_ms",  # drawing the overlay on a copy of the frame, alone (median)
     "loop_frames",  # frames behind the loop figures (warm-up frames excluded)
     "loop_top1",  # top-1 over the loop's frames (host: video of test images; device: synthetic, empty)
+    # Robustness (benchmarks.robustness; empty with --corruptions none): top-1 on corrupted copies of the same
+    # --robustness-images test images, each corruption at severity 3 of 5 (benchmarks.device.corruptions.MIDDLE)
+    "robust_clean",  # top-1 on those images uncorrupted (equals top1 when they are the whole test split)
+    "robust_n",  # how many images
+    "robust_gaussian_blur",
+    "robust_gaussian_noise",
+    "robust_jpeg",
+    "robust_low_light",
+    "robust_pixelate",
+    "robust_motion_blur",
+    "robust_mean",  # mean of the robust_<corruption> columns measured
+    "robust_worst",  # the lowest of them
     "sha256",  # first 12 hex digits of the artifact's sha256: which file was measured
     "file",  # artifact file name
     "error",  # why (part of) the row could not be measured; empty when everything worked
@@ -130,7 +142,7 @@ def load_rows(path: str | Path) -> tuple[list[dict], dict]:
 _NUMBER = (float, int)
 _TEXT = ("device", "format", "runtime", "quantization", "reference", "accuracy_from", "sha256", "file", "error")
 _COLUMN_TYPES = {**{k: (str,) for k in _TEXT}, "threads": (int,), "n_test": (int,), "n_runs": (int,),
-                 "loop_frames": (int,), "per_class_top1": (dict,)}  # fmt: skip
+                 "loop_frames": (int,), "robust_n": (int,), "per_class_top1": (dict,)}  # fmt: skip
 
 
 def ms(v: float | None) -> str:
