@@ -1,6 +1,7 @@
 """python -m sweep --help: the sweep's flags, parsed into SweepSettings and handed to sweep.run.run_sweep.
 
 python -m sweep --data digits --alphas 0.35,0.5 --sizes 96,128 --device pi4 --budget-ms 30
+python -m sweep --data digits --alphas 0.35,0.5 --sizes 96,128 --pick-by gaussian_blur   # top-1 under blur
 
 Exit codes are the sweep's (sweep/__init__.py): 0 a pick, 2 an unusable flag, data or --merge file, 3 nothing fits,
 130 interrupted.
@@ -16,6 +17,7 @@ import sweep
 from contracts.console import log, one_line
 from contracts.formats import FORMATS
 from sweep import devices
+from sweep.pareto import PICK_BY
 from sweep.run import run_sweep
 from sweep.settings import SweepError, SweepSettings
 
@@ -52,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--measured-device", default=d.measured_device, help="device name in the --merge rows (default: --device)")
     a("--max-minutes", type=float, default=d.max_minutes, help="time budget of the whole sweep (default 0: none)")
     a("--no-plots", dest="plots", action="store_false", help="skip pareto.png")
+    a("--pick-by", default=d.pick_by, choices=PICK_BY, help="accuracy the front and the pick use: top1 (clean, "
+      "default), robust_mean / robust_worst over the camera corruptions, or one corruption's top-1 "
+      "(severity 3)")  # fmt: skip
     return p
 
 

@@ -9,6 +9,7 @@ writes them.
 
 from __future__ import annotations
 
+from benchmarks.robustness import ROBUST_COLUMNS
 from contracts.formats import FORMATS
 from sweep import devices
 from sweep.settings import SweepSettings
@@ -26,6 +27,8 @@ COLUMNS = (
     "size_mb",  # artifact file size, 10^6 bytes
     "top1",  # test top-1 of this artifact, measured here
     "agreement",  # fraction of test images whose top-1 equals the float Keras model's
+    # top-1 under camera corruptions at severity 3, as the benchmark's results rows (benchmarks.device.rows):
+    *ROBUST_COLUMNS,  # robust_clean, robust_n, robust_<corruption>, robust_mean, robust_worst
     "latency_ms_here",  # median inference latency on this machine
     "device",  # the target: pi4, pi5, or this machine's name
     "latency_ms_device",  # latency on the target: predicted, or measured (latency_source says which)

@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks.device.corruptions import MIDDLE
+from benchmarks.robustness import ROBUST_COLUMNS
 from contracts.console import first_line, log
 from contracts.formats import FORMATS
 from sweep import devices, pareto, report
@@ -90,12 +92,20 @@ def _bench(s: SweepSettings, run: Path, formats: list[str]) -> tuple[list[dict],
         rows, meta = load_rows(results)
         have = {(r["format"], r["threads"]) for r in rows if r["device"] == meta.get("host")}
         published = [f for f in formats if f in load_manifest(manifest).formats]
-        if all((f, s.threads) in have for f in published):
+        key = pareto.metric(s.pick_by)
+        lacking = [f for f in published if s.pick_by != "top1" and not any(
+            r.get(key) is not None for r in rows if r["device"] == meta.get("host") and r["format"] == f)]  # fmt: skip
+        if all((f, s.threads) in have for f in published) and not lacking:
             log(f"{run.name}: benchmark up to date (bench/results.json newer than the manifest), skipped")
             return rows, meta.get("host")
-    # No camera loop and no per-point plots: the sweep needs accuracy and inference latency only.
+        if lacking:
+            log(f"{run.name}: bench/results.json has no {key} for {', '.join(lacking)} (--pick-by {s.pick_by}): "
+                "benchmarking again")  # fmt: skip
+    # No camera loop and no per-point plots: the sweep needs accuracy and inference latency only. Robustness at
+    # the one severity the robust_* columns hold (MIDDLE), not all five: 7 passes over the images, not 31.
     bench = BenchSettings(run=str(run), formats=",".join(formats), threads=(s.threads,), runs=s.runs,
-                          warmup=s.warmup, rounds=min(5, s.runs), loop_frames=0, plots=False)  # fmt: skip
+                          warmup=s.warmup, rounds=min(5, s.runs), loop_frames=0, plots=False,
+                          severities=(MIDDLE,))  # fmt: skip
     rows = run_benchmarks(bench)
     return rows, rows[0]["device"]
 
@@ -150,8 +160,21 @@ def run_point(s: SweepSettings, base, alpha: float, size: int, host: str) -> tup
             continue
         rows.append(new_row(s, alpha, size, f, device, runtime=b["runtime"], size_mb=b.get("size_mb"),
                             top1=b.get("top1"), agreement=b.get("agreement"), sha256=b.get("sha256"),
-                            latency_ms_here=b.get("latency_ms_median"), error=b.get("error") or ""))  # fmt: skip
+                            latency_ms_here=b.get("latency_ms_median"), error=b.get("error") or "",
+                            **{k: b.get(k) for k in ROBUST_COLUMNS}))  # fmt: skip
     return rows, fresh
+
+
+def check_metric(rows: list[dict], pick_by: str) -> None:
+    """Raises SweepError when a row that could be ranked by top-1 lacks the --pick-by figure (benchmark results
+    from before the robustness pass, or measured with --corruptions leaving that corruption out)."""
+    key = pareto.metric(pick_by)
+    lacking = [pareto.name(r) for r in rows if pareto.usable(r) and r.get(key) is None]
+    if key != pareto.Y and lacking:
+        shown = ", ".join(lacking[:4]) + (f" and {len(lacking) - 4} more" if len(lacking) > 4 else "")
+        raise SweepError(f"--pick-by {pick_by}: no {key} for {shown} (benchmark results without robustness "
+                         "figures): re-run `python -m benchmarks --run <point folder>` on those points, or pick "
+                         "by top1")  # fmt: skip
 
 
 def _measured_rows(s: SweepSettings) -> list[dict]:
@@ -239,7 +262,8 @@ def run_sweep(s: SweepSettings, train_base=None) -> dict:
             trained.append((cost, time.monotonic() - t))
         rows += point_rows
     _rank(s, rows, measured)
-    best, other, message = pareto.verdict(rows, s.budget_ms, s.device)
+    check_metric(rows, s.pick_by)
+    best, other, message = pareto.verdict(rows, s.budget_ms, s.device, pareto.metric(s.pick_by))
     result = {"rows": rows, "pick": best, "runner_up": other, "message": message, "not_run": not_run, "host": host,
               "exit_code": 0 if best else NOTHING_FITS}  # fmt: skip
     report.write_report(out, result, s.to_dict(), s.plots)

@@ -14,6 +14,7 @@ from pathlib import Path
 from benchmarks.compare import float_counterpart
 from contracts.formats import FORMATS, FormatError, resolve_formats
 from sweep import devices
+from sweep.pareto import PICK_BY
 
 BUILTIN_DATA = ("digits", "cats_vs_dogs")  # train's bundled / downloaded datasets; anything else is a folder
 
@@ -49,6 +50,8 @@ class SweepSettings:
     max_minutes: float = 0.0  # stop starting new points when the next one (estimated from the points trained so
     #   far, scaled by MACs) would end past this; 0 = no limit
     plots: bool = True  # write pareto.png
+    pick_by: str = "top1"  # the accuracy the front, the pick and the plot use: top1 (clean), robust_mean or
+    #   robust_worst (over the camera corruptions), or one corruption's name (its top-1), each at severity 3
 
     @property
     def sweep_dir(self) -> Path:
@@ -89,6 +92,8 @@ def resolve(s: SweepSettings) -> SweepSettings:
         raise SweepError(f"--sizes {list(s.sizes)} / --alphas {list(s.alphas)}: sizes start at 32, widths above 0")
     if s.budget_ms <= 0 or s.max_minutes < 0 or s.runs < 1 or s.warmup < 0 or s.threads < 0:
         raise SweepError("--budget-ms must be above 0; --max-minutes, --warmup, --threads at least 0; --runs 1")
+    if s.pick_by not in PICK_BY:
+        raise SweepError(f"--pick-by {s.pick_by!r} is not one of {', '.join(PICK_BY)}")
     try:
         wanted = resolve_formats(s.formats)
     except FormatError as e:
