@@ -18,46 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.compare import float_counterpart
-from benchmarks.device.corruptions import CORRUPTIONS, MIDDLE, SEVERITIES, corrupt_batch
-from benchmarks.device.settings import BenchError
+from benchmarks.device.corruptions import CORRUPTIONS, MIDDLE, corrupt_batch
+from benchmarks.device.robustness import SEED, parse_corruptions, parse_severities  # noqa: F401 (the CLI's too)
 from contracts.atomic import write_json, write_text
 from contracts.console import first_line, log
 
-SEED = 0  # the corruption seed of every benchmark: the noise and motion angles are the same in every run
 CLEAN = "none"  # the `corruption` of a row measured on the clean images (severity 0)
 ROW_KEYS = ("format", "corruption", "severity", "top1", "n", "drop")  # robustness.csv, in this order
 # The columns a results row gains (benchmarks.device.rows.COLUMNS documents them); sweep rows carry them too
 ROBUST_COLUMNS = ("robust_clean", "robust_n", *(f"robust_{c}" for c in CORRUPTIONS), "robust_mean", "robust_worst")
 NOISE_Z = 2.0  # differences within 2 standard errors (about 95%) of the paired per-image difference are noise
-
-
-def parse_corruptions(text: str | Sequence[str]) -> tuple[str, ...]:
-    """ "all" -> every corruption, "none" or "" -> (), else a comma list of names, in the table's order.
-
-    Raises:
-        BenchError: a name that is not a corruption; the message lists the valid ones.
-    """
-    items = [str(t).strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
-    if items in (["all"], ["none"], []):
-        return tuple(CORRUPTIONS) if items == ["all"] else ()
-    bad = [t for t in items if t not in CORRUPTIONS]
-    if bad:
-        raise BenchError(f"--corruptions: {', '.join(bad)} unknown; choose from all, none, {', '.join(CORRUPTIONS)}")
-    return tuple(c for c in CORRUPTIONS if c in items)
-
-
-def parse_severities(text: str | Sequence[int]) -> tuple[int, ...]:
-    """ "1,3,5" -> (1, 3, 5), sorted, without repeats.
-
-    Raises:
-        BenchError: a value that is not one of 1-5, or none at all.
-    """
-    items = [str(t).strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
-    if not items or any(t not in {str(s) for s in SEVERITIES} for t in items):
-        raise BenchError(
-            f"--severities {text!r}: pass some of {','.join(map(str, SEVERITIES))}, e.g. --severities 1,3,5"
-        )
-    return tuple(sorted({int(t) for t in items}))
 
 
 def measure_robustness(

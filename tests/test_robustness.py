@@ -11,6 +11,7 @@ import csv
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from edge_model import SAMPLES
@@ -183,3 +184,40 @@ def test_headline_says_int8_loses_more_only_beyond_the_noise():
     host = [{"device": "h", "format": f, **robust_columns(rows, f)} for f in ("tflite_fp32", "tflite_int8")]
     table = "\n".join(robustness_section(host, {**meta, "host": "h"}, rows))
     assert "| tflite_int8 | 100.0% | 70.0% (−30.0) | 70.0% | 70.0% |" in table
+
+
+def test_device_side_robustness_on_the_sample_pictures(edge_run, tmp_path, capsys):
+    """python -m benchmarks.device.robustness on the committed pictures: the clean row agrees with itself and its
+    top-1 is the model's on those pictures; corrupted rows agree less or equally; the JSON is written."""
+    from benchmarks.device import robustness as device
+    from contracts.runners.classifier import Classifier
+
+    model = edge_run / "export" / "tflite_int8.tflite"
+    args = ["--model", str(model), "--images", str(SAMPLES), "--labels", str(SAMPLES / "labels.csv"),
+            "--corruptions", "low_light,pixelate", "--severities", "1,5",
+            "--out", str(tmp_path / "r.json")]  # fmt: skip
+    assert device.main(args) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [(r["corruption"], r["severity"]) for r in rows] == [
+        ("none", 0), ("low_light", 1), ("low_light", 5), ("pixelate", 1), ("pixelate", 5)]  # fmt: skip
+    clf = Classifier.from_model(model)
+    pictures = device.list_pictures(SAMPLES)
+    labels = device.read_labels(SAMPLES / "labels.csv", clf.labels, pictures)
+    right = [int(np.argmax(clf.predict(cv2.imread(str(p)))[0])) == y for p, y in zip(pictures, labels)]
+    assert rows[0]["agreement"] == 1.0 and rows[0]["top1"] == round(float(np.mean(right)), 4)
+    assert rows[2]["agreement"] <= rows[1]["agreement"] and all(r["n"] == len(pictures) for r in rows)
+    assert "| low_light | 5 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--corruptions", "rain"], "rain unknown"), (["--labels", "nope.csv"], "--labels nope.csv"),
+     (["--images", "no-such-dir"], "--images no-such-dir: no such folder")],
+)  # fmt: skip
+def test_device_side_bad_input_is_one_line(edge_run, flags, message, capsys):
+    from benchmarks.device import robustness as device
+
+    args = ["--model", str(edge_run / "export" / "tflite_int8.tflite"), "--images", str(SAMPLES), *flags]
+    assert device.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

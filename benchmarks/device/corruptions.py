@@ -90,14 +90,16 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     return out
 
 
+def image_rng(name: str, severity: int, index: int, seed: int = 0) -> np.random.Generator:
+    """The generator of image `index` under (name, severity): the same in every batch, order and process."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), severity, index])  # crc32: stable, unlike hash()
+
+
 def corrupt_batch(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
-    """N images under one corruption; image i is drawn from a generator seeded by (seed, name, severity, i), so an
-    image comes out the same whatever batch, order or process it is corrupted in."""
+    """N images under one corruption; image i is drawn from image_rng(name, severity, i, seed), so an image comes
+    out the same whatever batch, order or process it is corrupted in."""
     check(name, severity)
-    key = zlib.crc32(name.encode())  # stable across processes, unlike hash()
-    return np.stack(
-        [corrupt(img, name, severity, np.random.default_rng([seed, key, severity, i])) for i, img in enumerate(images)]
-    )
+    return np.stack([corrupt(img, name, severity, image_rng(name, severity, i, seed)) for i, img in enumerate(images)])
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
