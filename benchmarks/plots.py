@@ -238,7 +238,8 @@ def plot_robustness(robust_rows: list[dict], path: Path) -> Path | None:
         ax.set_xlabel("severity (0 = clean)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(fmts), 4), fontsize=8, bbox_to_anchor=(0.5, -0.06))
-    fig.suptitle("Top-1 under camera corruptions (same colour: one model family; dashed: int8)", y=1.0)
+    fig.suptitle("Top-1 under camera corruptions (colour: model family; solid float32, dash-dot fp16, dotted "
+                 "dynamic range, dashed int8)", y=1.0)  # fmt: skip
     fig.tight_layout()
     return _save(fig, path)
 
