@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from train.settings import BACKBONES, STRATEGIES, TrainSettings
+from train.settings import AUG_HELP, AUG_KINDS, AUG_MAX_STRENGTH, BACKBONES, STRATEGIES, TrainSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fine-tune-from", default=d.fine_tune_from, help="first backbone layer to unfreeze, name or index")
     a("--dropout", type=float, default=d.dropout)
     a("--bn-momentum", type=float, default=d.bn_momentum)
-    a("--no-augment", dest="augment", action="store_false", help="no augmentation layers")
+    a("--no-augment", dest="augment", action="store_false", help="no augmentation layers at all (sets --aug-* to 0)")
     a("--no-flip", dest="flip", action="store_false", help="no horizontal flips (digits never flips)")
+    _add_camera_flags(p, d)
     a("--patience", type=int, default=d.patience, help="EarlyStopping patience")
     a("--val-split", type=float, default=d.val_split)
     a("--test-split", type=float, default=d.test_split)
@@ -42,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cache-dir", default=d.cache_dir, help="download cache (default ~/.cache/edge-toolkit)")
     a("--force", action="store_true", help="replace an existing run folder instead of resuming it")
     return p
+
+
+def _add_camera_flags(p: argparse.ArgumentParser, d: TrainSettings) -> None:
+    g = p.add_argument_group(
+        "camera-condition augmentation (training only; strength S from 0 = off to "
+        f"{AUG_MAX_STRENGTH:g}; each kind changes --aug-fraction of every batch's images)"
+    )
+    for kind in AUG_KINDS:
+        g.add_argument(f"--aug-{kind}", type=float, default=getattr(d, "aug_" + kind), metavar="S",
+                       help=f"{AUG_HELP[kind]} (default %(default)g)")  # fmt: skip
+    g.add_argument("--aug-fraction", type=float, default=d.aug_fraction, metavar="F",
+                   help="share of each batch's images each kind changes (default %(default)g)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """build_model(): one flat functional model, raw RGB pixels in, class probabilities out.
 
-Augmentation (training only) and the backbone's preprocessing are layers inside the model, so every
-exported artifact takes plain 0-255 RGB pixels, and tensorflow-model-optimization can quantize it
-(it refuses nested models, NOTES-deps item 2).
+Augmentation (training only: geometric here, camera conditions in train.augment) and the backbone's preprocessing
+are layers inside the model, so every exported artifact takes plain 0-255 RGB pixels, and
+tensorflow-model-optimization can quantize it (it refuses nested models, NOTES-deps item 2).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import tf_keras as keras
 
 from contracts.console import first_line
+from train.augment import CameraAugment, camera_layers
 from train.settings import SettingsError
 
 AUGMENT_PREFIX = "augment_"
@@ -27,14 +28,17 @@ class WeightsUnavailable(RuntimeError):
     """ImageNet weights could not be fetched (no internet, blocked, corrupt cache)."""
 
 
-def _augmentation(x, flip: bool):
+def _augmentation(x, flip: bool, camera: dict[str, float], camera_fraction: float):
+    """Geometric layers, then the camera-condition ones (train.augment); all of them are training-only."""
     L = keras.layers
     if flip:
         x = L.RandomFlip("horizontal", name=AUGMENT_PREFIX + "flip")(x)
     x = L.RandomRotation(0.05, fill_mode="nearest", name=AUGMENT_PREFIX + "rotation")(x)
     x = L.RandomZoom(0.1, fill_mode="nearest", name=AUGMENT_PREFIX + "zoom")(x)
     x = L.RandomTranslation(0.1, 0.1, fill_mode="nearest", name=AUGMENT_PREFIX + "translation")(x)
-    return L.RandomContrast(0.1, name=AUGMENT_PREFIX + "contrast")(x)
+    for layer in camera_layers(camera, camera_fraction, AUGMENT_PREFIX):
+        x = layer(x)
+    return x
 
 
 def _vgg_preprocess(x):
@@ -70,6 +74,8 @@ def build_model(
     augment: bool = True,
     flip: bool = True,
     bn_momentum: float = 0.9,
+    camera: dict[str, float] | None = None,
+    camera_fraction: float = 0.2,
 ) -> keras.Model:
     """Builds the classifier.
 
@@ -82,6 +88,8 @@ def build_model(
         dropout: dropout rate before the head.
         augment: add the training-only augmentation layers.
         flip: include horizontal flips in the augmentation.
+        camera: camera-condition strength per kind of train.augment.KINDS (0 or missing: no layer); None: none.
+        camera_fraction: the share of each batch's images each camera-condition layer changes.
         bn_momentum: BatchNormalization momentum (keras.applications' 0.999 is too slow for short runs).
 
     Returns:
@@ -94,7 +102,7 @@ def build_model(
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights {weights}: no such file; pass imagenet, none, or a local .h5 file")
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = _augmentation(inputs, flip) if augment else inputs
+    x = _augmentation(inputs, flip, camera or {}, camera_fraction) if augment else inputs
     if backbone == "mobilenetv2":
         x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=PREPROCESS_NAME)(x)  # to MobileNetV2's [-1, 1]
     else:
@@ -120,6 +128,29 @@ def build_model(
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = bn_momentum
     return model
+
+
+def without_camera_layers(model: keras.Model) -> keras.Model:
+    """The same model with the same weights, less train.augment's layers (the identity at inference).
+
+    model_float.keras is saved this way: tf-keras finds the layers of a functional model by class name alone (the
+    module saved with them is not imported), so a file holding them would load only where train.augment had been
+    imported first; without them, export, the benchmarks and anyone's own script load it with a plain load_model.
+    """
+    camera = {layer.name for layer in model.layers if isinstance(layer, CameraAugment)}
+    if not camera:
+        return model
+    config = model.get_config()
+    source = {e["name"]: e["inbound_nodes"][0][0][0] for e in config["layers"] if e["name"] in camera}
+    config["layers"] = [e for e in config["layers"] if e["name"] not in camera]
+    for entry in config["layers"]:
+        for node in entry["inbound_nodes"]:
+            for inbound in node:
+                while inbound[0] in source:
+                    inbound[0] = source[inbound[0]]
+    twin = keras.Model.from_config(config)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def backbone_layers(model: keras.Model) -> list:

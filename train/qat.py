@@ -2,7 +2,8 @@
 
 The recipe that works with a Rescaling layer (NOTES-deps, "What QAT of MobileNetV2 ... needed"):
 annotate every layer through clone_model, give Rescaling a config that quantizes only its output,
-give the augmentation layers (identity at inference) a config that quantizes nothing, then quantize_apply.
+give the augmentation layers (identity at inference, train.augment's included) a config that quantizes nothing,
+then quantize_apply.
 
 tfmot starts every quantizer range at +-6 and moves activation ranges by an EMA with decay 0.999, so on a
 small dataset the QAT model starts far from the float model and its first epochs re-learn the task instead of
@@ -19,6 +20,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from train.augment import LAYERS as CAMERA_LAYERS
 from train.model import AUGMENT_PREFIX, PREPROCESS_NAME
 
 _qk = tfmot.quantization.keras
@@ -53,7 +55,10 @@ class OutputQuantizeConfig(NoOpQuantizeConfig):
         return [_qk.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
 
 
-CUSTOM_OBJECTS = {"NoOpQuantizeConfig": NoOpQuantizeConfig, "OutputQuantizeConfig": OutputQuantizeConfig}
+# tfmot (de)serializes the layers it wraps in the legacy format, by bare class name, which Keras' registry of
+# train.augment's layers (by "package>name") does not answer: they are named here.
+CUSTOM_OBJECTS = {"NoOpQuantizeConfig": NoOpQuantizeConfig, "OutputQuantizeConfig": OutputQuantizeConfig,
+                  **{cls.__name__: cls for cls in CAMERA_LAYERS.values()}}  # fmt: skip
 
 
 def _annotate(layer):

@@ -22,7 +22,7 @@ from train.data import Dataset, load_dataset, save_splits
 from train.evaluate import Evaluation, calibrate_qat, evaluate
 from train.phases import FitContext, Phase, fit_phase, make_context
 from train.runfolder import FLOAT_MODEL, QAT_MODEL, RunError, check_out_folder, link_latest, previous_run, replace_run
-from train.settings import TrainSettings, resolve, write_run_settings
+from train.settings import TrainSettings, camera_strengths, resolve, write_run_settings
 
 __all__ = ["FLOAT_MODEL", "QAT_MODEL", "RunError", "run_training"]
 
@@ -143,7 +143,8 @@ def build(s: TrainSettings, ctx: FitContext, num_classes: int):
     from train.model import WeightsUnavailable, build_model
 
     kw = dict(num_classes=num_classes, image_size=s.image_size, backbone=s.backbone, alpha=s.alpha,
-              dropout=s.dropout, augment=s.augment, flip=s.flip, bn_momentum=s.bn_momentum)  # fmt: skip
+              dropout=s.dropout, augment=s.augment, flip=s.flip, bn_momentum=s.bn_momentum,
+              camera=camera_strengths(s), camera_fraction=s.aug_fraction)  # fmt: skip
     weights_used = s.weights
     with ctx.strategy.scope():
         try:
@@ -175,7 +176,7 @@ def start_run(s: TrainSettings, ds: Dataset, weights_used: str, force: bool) -> 
 
 def train_float(model, s: TrainSettings, ctx: FitContext, pretrained: bool) -> int:
     """Phases 1 (head) and 2 (fine-tuning), then saves the float model; returns the epoch count at its end."""
-    from train.model import set_trainable
+    from train.model import set_trainable, without_camera_layers
 
     log(f"phase 1 ({s.epochs} epochs, lr {s.learning_rate:g}): "
         + set_trainable(model, "head", s.backbone, pretrained=pretrained))  # fmt: skip
@@ -189,7 +190,7 @@ def train_float(model, s: TrainSettings, ctx: FitContext, pretrained: bool) -> i
                    warmup_steps=ctx.warmup_steps(s.fine_tune_epochs))  # fmt: skip
     end = fit_phase(model=model, phase=phase2, ctx=ctx)
     with atomic_path(s.run_dir / FLOAT_MODEL) as tmp:
-        model.save(str(tmp))
+        without_camera_layers(model).save(str(tmp))  # loads anywhere; the identity layers go (train.model)
     return end
 
 

@@ -18,6 +18,18 @@ from contracts.console import first_line
 SETTINGS_FILE = "settings.json"
 BACKBONES = ("mobilenetv2", "vgg16")
 STRATEGIES = ("default", "mirrored", "multiworker")
+# Camera-condition augmentation (train.augment): the kinds, each a TrainSettings field aug_<kind> and a flag
+# --aug-<kind> with its strength S, what S reaches (train.augment's constants; --help prints these), and the
+# largest S (3x the default's reach already leaves little of most images).
+AUG_KINDS = ("scale", "blur", "light", "noise", "jpeg")
+AUG_HELP = {
+    "scale": "resolution: down-sample by up to 1 + 7 S (log-uniform), up again nearest/bilinear/bicubic/area",
+    "blur": "Gaussian or motion blur, sigma up to 2 S px (streaks 3x as long)",
+    "light": "mostly dim light: gain exp(-1.6 S .. +0.5 S), gamma, contrast 1 +- 0.4 S, shot noise",
+    "noise": "Gaussian sensor noise, standard deviation up to 60 S levels of 255",
+    "jpeg": "JPEG compression, quality down to 100 - 85 S (at least 5)",
+}
+AUG_MAX_STRENGTH = 3.0
 
 # The embedded dataset trains from random init on 2 cores, so it gets a small, fast model by default;
 # real photos get the size ImageNet weights were made for.
@@ -53,8 +65,15 @@ class TrainSettings:
     )
     dropout: float = 0.2  # before the softmax head
     bn_momentum: float = 0.9  # keras.applications uses 0.999, far too slow for short runs (NOTES-deps item 6)
-    augment: bool = True  # flip, rotation, zoom, translation, contrast layers, active in training only
+    augment: bool = True  # all augmentation layers, active in training only; False sets every aug_* to 0
     flip: bool = True  # horizontal flips; digits turns them off (a mirrored 2 is not a 2)
+    # Camera conditions (train.augment), the strength S of each kind (AUG_HELP): 0 = off, up to AUG_MAX_STRENGTH.
+    aug_scale: float = 1.0  # resolution jitter, blocky and smooth
+    aug_blur: float = 1.0  # out-of-focus and motion blur
+    aug_light: float = 1.0  # exposure, gamma, contrast, shot noise
+    aug_noise: float = 1.0  # sensor noise
+    aug_jpeg: float = 1.0  # JPEG compression
+    aug_fraction: float = 0.25  # share of each batch's images each kind changes; the rest pass it clean
     patience: int = 5  # EarlyStopping patience in epochs (restores the best weights)
     val_split: float = 0.15  # fractions for the stratified split when the folder has no train/val/test
     test_split: float = 0.15
@@ -105,10 +124,28 @@ def resolve(settings: TrainSettings) -> TrainSettings:
     ):
         raise SettingsError("--val-split and --test-split must be fractions that leave images for training")
     flip = settings.flip and settings.data != "digits"
-    s = dataclasses.replace(settings, image_size=size, alpha=alpha, flip=flip)
+    s = dataclasses.replace(settings, image_size=size, alpha=alpha, flip=flip, **_resolve_augment(settings))
     if not s.out:
         s = dataclasses.replace(s, out=f"runs/{s.data_name}-{s.backbone}-a{alpha:g}-s{size}")
     return s
+
+
+def _resolve_augment(s: TrainSettings) -> dict:
+    """The aug_* fields checked, and all 0 under --no-augment."""
+    for kind in AUG_KINDS:
+        v = getattr(s, "aug_" + kind)
+        if not 0 <= v <= AUG_MAX_STRENGTH:
+            default = getattr(TrainSettings, "aug_" + kind)
+            raise SettingsError(f"--aug-{kind} {v:g} is out of range: give a strength from 0 (off) to "
+                                f"{AUG_MAX_STRENGTH:g} (default {default:g})")  # fmt: skip
+    if not 0 < s.aug_fraction <= 1:
+        raise SettingsError(f"--aug-fraction {s.aug_fraction:g} is out of range: give a fraction above 0, at most 1")
+    return {} if s.augment else {"aug_" + kind: 0.0 for kind in AUG_KINDS}
+
+
+def camera_strengths(s: TrainSettings) -> dict[str, float]:
+    """{kind: strength} of the camera-condition augmentation, as train.model.build_model takes it."""
+    return {kind: getattr(s, "aug_" + kind) for kind in AUG_KINDS}
 
 
 @dataclass(frozen=True)
@@ -132,7 +169,8 @@ def write_run_settings(run_dir: str | Path, s: TrainSettings, weights_used: str)
 def load_run_settings(run_dir: str | Path) -> RunSettings:
     """Reads runs/NAME/settings.json back, validated field by field; unknown keys (older versions') are ignored.
 
-    A settings.json from before weights_used was recorded gives the weights asked for.
+    A settings.json from before weights_used was recorded gives the weights asked for, and one from before the
+    camera-condition augmentation gives aug_* strengths of 0 (that run had none).
 
     Raises:
         FileNotFoundError: no settings.json (not a training run).
@@ -157,7 +195,8 @@ def load_run_settings(run_dir: str | Path) -> RunSettings:
         if not isinstance(v, want) or (isinstance(v, bool) and str(f.type) != "bool"):
             raise SettingsError(f"{p}: {f.name} is {v!r}, not a{'n' if str(f.type) == 'int' else ''} {f.type}: {fix}")
     known = {f.name for f in dataclasses.fields(TrainSettings)}
-    s = TrainSettings(**{k: v for k, v in d.items() if k in known})
+    before_camera = {"aug_" + kind: 0.0 for kind in AUG_KINDS if "aug_" + kind not in d}
+    s = TrainSettings(**{k: v for k, v in d.items() if k in known}, **before_camera)
     try:
         resolve(s)
     except SettingsError as e:
