@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from train.cache import CACHE_MODES
 from train.settings import AUG_HELP, AUG_KINDS, AUG_MAX_STRENGTH, BACKBONES, STRATEGIES, TrainSettings
 
 
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--strategy", default=d.strategy, choices=STRATEGIES, help="tf.distribute strategy")
     a("--logical-cpus", type=int, default=d.logical_cpus, help="split the CPU into N devices (test mirrored)")
     a("--cache-dir", default=d.cache_dir, help="download cache (default ~/.cache/edge-toolkit)")
+    a("--cache", default=d.cache, choices=CACHE_MODES, help="where decoded images wait between epochs: auto "
+      "(memory within --cache-budget-gb, else a file cache in RUN/cache/), memory, file, or stream")  # fmt: skip
+    a("--cache-budget-gb", type=float, default=d.cache_budget_gb, metavar="GB",
+      help="memory decoded images may take under --cache auto (default 0: 5%% of RAM, at most 2 GB)")  # fmt: skip
     a("--force", action="store_true", help="replace an existing run folder instead of resuming it")
     return p
 

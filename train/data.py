@@ -225,11 +225,32 @@ def load_dataset(data: str, image_size: int, val_split=0.15, test_split=0.15, se
     return scan_folder(data, val_split, test_split, seed)
 
 
-def split_images(split: Split, image_size: int) -> np.ndarray:
-    """All images of a split as N x S x S x 3 uint8 RGB (decoding files if needed)."""
+def split_images(split: Split, image_size: int, indices=None) -> np.ndarray:
+    """A split's images as N x S x S x 3 uint8 RGB, decoding only the files asked for.
+
+    Args:
+        indices: which images, in this order (e.g. a seeded permutation's first 200); None = all of them.
+    """
     if split.images is not None:
-        return split.images
-    return np.stack([load_resized(p, image_size) for p in split.paths])
+        return split.images if indices is None else split.images[np.asarray(indices, dtype=np.int64)]
+    idx = np.arange(len(split)) if indices is None else np.asarray(indices, dtype=np.int64)
+    out = np.empty((len(idx), image_size, image_size, 3), np.uint8)  # filled in place: no list of copies
+    for k, i in enumerate(idx):
+        out[k] = load_resized(split.paths[i], image_size)
+    return out
+
+
+class SplitImages:
+    """A split's images decoded one at a time on indexing (images[i]), for code that looks at a few of many."""
+
+    def __init__(self, split: Split, image_size: int):
+        self.split, self.image_size = split, image_size
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return split_images(self.split, self.image_size, [i])[0]
 
 
 def save_splits(ds: Dataset, path: str | Path) -> None:
@@ -240,11 +261,12 @@ def save_splits(ds: Dataset, path: str | Path) -> None:
     write_json(path, doc)
 
 
-def load_split(run_dir: str | Path, name: str = "test") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A run's split as (uint8 images at the run's size, labels, class names), without TensorFlow."""
-    from train.settings import load_settings
+def split_length(run_dir: str | Path, name: str = "train") -> int:
+    """How many images a run's split has (splits.json), without decoding any (train.data.DataError if unreadable)."""
+    return len(_read_split(run_dir, name)[1])
 
-    s = load_settings(run_dir)
+
+def _read_split(run_dir: str | Path, name: str) -> tuple[dict, np.ndarray, list[str] | None]:
     path = Path(run_dir) / "splits.json"
     try:
         doc = json.loads(path.read_text())
@@ -258,10 +280,26 @@ def load_split(run_dir: str | Path, name: str = "test") -> tuple[np.ndarray, np.
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path} is damaged ({type(e).__name__}: {e}): restore the file train wrote, or train the "
                         "run again with --force") from None  # fmt: skip
-    if entry["paths"] is None:  # in-memory dataset (digits): rebuild it deterministically from the settings
+    return doc, labels, paths
+
+
+def load_split(run_dir: str | Path, name: str = "test", indices=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A run's split as (uint8 images at the run's size, labels, class names), without TensorFlow.
+
+    Args:
+        indices: only these images, in this order (export's calibration sample); None = the whole split. Only
+            the files asked for are decoded, so a sample of a large split costs what the sample costs.
+    """
+    from train.settings import load_settings
+
+    s = load_settings(run_dir)
+    doc, labels, paths = _read_split(run_dir, name)
+    if paths is None:  # in-memory dataset (digits): rebuild it deterministically from the settings
         ds = load_digits(s.image_size, s.val_split, s.test_split, s.seed)
         split = ds.splits[name]
         if not np.array_equal(split.labels, labels):
             raise DataError(f"{run_dir}/splits.json does not match the digits split rebuilt from settings.json")
-        return split.images, labels, doc.get("class_names")
-    return split_images(Split(labels=labels, paths=paths), s.image_size), labels, doc.get("class_names")
+    else:
+        split = Split(labels=labels, paths=paths)
+    idx = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+    return split_images(split, s.image_size, idx), labels[idx], doc.get("class_names")

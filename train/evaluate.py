@@ -43,16 +43,14 @@ def calibrate_qat(qat, float_model, train_split: Split, val_ds, s: TrainSettings
     """
     from train.qat import calibrate_ranges
 
-    val_x = np.concatenate([x.numpy() for x, _ in val_ds]).astype(np.float32)
+    # The val split is predicted from its pipeline, batch by batch: a float32 copy of it grows with the dataset.
     val_y = np.concatenate([y.numpy() for _, y in val_ds])
-    float_pred = float_model.predict(val_x, batch_size=64, verbose=0).argmax(1)  # once, for before and after
-    before = float(np.mean(qat.predict(val_x, batch_size=64, verbose=0).argmax(1) == float_pred))
+    float_pred = float_model.predict(val_ds, verbose=0).argmax(1)  # once, for before and after
+    before = float(np.mean(qat.predict(val_ds, verbose=0).argmax(1) == float_pred))
     pick = np.random.default_rng(s.seed).permutation(len(train_split))[:n_images]
-    sp = train_split
-    subset = Split(labels=sp.labels[pick], images=None if sp.images is None else sp.images[pick],
-                   paths=None if sp.paths is None else [sp.paths[i] for i in pick])  # fmt: skip
-    n = calibrate_ranges(qat, float_model, split_images(subset, s.image_size), batch_size=s.batch_size)
-    pred = qat.predict(val_x, batch_size=64, verbose=0).argmax(1)
+    images = split_images(train_split, s.image_size, pick)
+    n = calibrate_ranges(qat, float_model, images, batch_size=s.batch_size)
+    pred = qat.predict(val_ds, verbose=0).argmax(1)
     after, top1 = float(np.mean(pred == float_pred)), float(np.mean(pred == val_y))
     log(f"QAT start: {n} quantizer ranges calibrated on {len(pick)} training images; agreement with the float "
         f"model on val {before:.3f} -> {after:.3f}, val top-1 {top1:.4f}")  # fmt: skip

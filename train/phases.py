@@ -16,6 +16,7 @@ import numpy as np
 
 from contracts.atomic import write_json
 from contracts.console import log
+from train.cache import CachePlan, cache_folder, plan_cache, reset_cache_folder
 from train.data import Dataset
 from train.settings import TrainSettings
 
@@ -43,6 +44,15 @@ class FitContext:
     class_weight: dict | None  # balanced weights for imbalanced classes, else None
     patience: int  # EarlyStopping patience in epochs
     steps_per_epoch: int  # batches in one training epoch
+    cache: CachePlan | None = None  # where decoded images wait between epochs (train.cache)
+    n_train: int = 0  # images in the training split, and the batch size: what images/s counts
+    batch_size: int = 32
+
+    def open_cache(self) -> None:
+        """Clears an interrupted run's cache and makes RUN/cache/ for the file mode: once the run folder exists
+        (train.run calls it after writing settings.json, which must come first in a new run folder)."""
+        if self.cache is not None:
+            reset_cache_folder(self.run, self.cache)
 
     def warmup_steps(self, epochs: int) -> int:
         """Steps to ramp a continuing phase's fresh optimizer up over: 10% of the phase, at most an epoch.
@@ -85,21 +95,33 @@ def class_weight(labels: np.ndarray, n: int) -> dict | None:
 
 
 def make_context(s: TrainSettings, ds: Dataset) -> FitContext:
-    """The strategy, the seeded tf.data pipelines of the three splits and the class weights of one run."""
+    """The strategy, the seeded tf.data pipelines of the three splits, their cache and the class weights of one run.
+
+    The pipelines' file cache (if the plan chose it) is written only once ctx.open_cache() has made its folder.
+    """
     strategy = make_strategy(s)
     import tensorflow as tf
 
     from train.pipeline import make_dataset
 
     tf.keras.utils.set_random_seed(s.seed)
-    train = make_dataset(ds.splits["train"], s.image_size, s.batch_size, True, s.seed)
+    sp = ds.splits
+    plan = plan_cache(sum(len(v) for v in sp.values()), s.image_size, s.cache_budget_gb, s.run_dir, s.cache,
+                      in_memory=sp["train"].images is not None)  # fmt: skip
+    log(plan.line())
+    folder = cache_folder(s.run_dir)
+
+    def pipeline(name: str, training: bool):
+        return make_dataset(sp[name], s.image_size, s.batch_size, training, s.seed if training else 0, plan,
+                            folder / name)  # fmt: skip
+
+    train = pipeline("train", True)
     n = int(train.cardinality())
     return FitContext(
-        run=s.run_dir, strategy=strategy, train=train,
-        val=make_dataset(ds.splits["val"], s.image_size, s.batch_size, False),
-        test=make_dataset(ds.splits["test"], s.image_size, s.batch_size, False),
-        class_weight=class_weight(ds.splits["train"].labels, len(ds.class_names)), patience=s.patience,
+        run=s.run_dir, strategy=strategy, train=train, val=pipeline("val", False), test=pipeline("test", False),
+        class_weight=class_weight(sp["train"].labels, len(ds.class_names)), patience=s.patience,
         steps_per_epoch=n if n > 0 else 100,  # unknown cardinality: a typical epoch's worth
+        cache=plan, n_train=len(sp["train"]), batch_size=s.batch_size,
     )  # fmt: skip
 
 
@@ -130,6 +152,7 @@ def fit_phase(*, model, phase: Phase, ctx: FitContext) -> int:
     import tf_keras as keras
 
     from train.schedule import WarmUp
+    from train.throughput import Throughput, describe
 
     # TensorFlow checkpoints, not HDF5: tf-keras cannot load .h5 weights under MirroredStrategy.
     # The phase's .json marker is written after its final weights, so it is the commit point.
@@ -145,8 +168,10 @@ def fit_phase(*, model, phase: Phase, ctx: FitContext) -> int:
         model.compile(
             optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
         )
+    meter = Throughput(ctx.n_train, ctx.batch_size)
     cbs = callbacks(ctx.run, phase.name) + [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=ctx.patience, restore_best_weights=True)
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=ctx.patience, restore_best_weights=True),
+        meter,
     ]
     hist = model.fit(
         ctx.train, validation_data=ctx.val, epochs=phase.initial_epoch + phase.epochs,
@@ -158,5 +183,7 @@ def fit_phase(*, model, phase: Phase, ctx: FitContext) -> int:
         model.load_weights(str(best)).expect_partial()
     end = phase.initial_epoch + len(hist.epoch)
     model.save_weights(str(final))
-    write_json(state_path, {"end_epoch": end})
+    figures = meter.report()
+    log(describe(phase.name, figures))
+    write_json(state_path, {"end_epoch": end, "throughput": figures})
     return end

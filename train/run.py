@@ -14,11 +14,10 @@ import json
 import shutil
 import time
 
-import numpy as np
-
 from contracts.atomic import atomic_path, write_json, write_text
 from contracts.console import log
-from train.data import Dataset, load_dataset, save_splits
+from train.cache import remove_cache_folder
+from train.data import Dataset, SplitImages, load_dataset, save_splits
 from train.evaluate import Evaluation, calibrate_qat, evaluate
 from train.phases import FitContext, Phase, fit_phase, make_context
 from train.runfolder import FLOAT_MODEL, QAT_MODEL, RunError, check_out_folder, link_latest, previous_run, replace_run
@@ -89,6 +88,7 @@ def _train(s: TrainSettings, force: bool) -> dict:
     ctx = make_context(s, ds)
     model, weights_used = build(s, ctx, len(ds.class_names))
     start_run(s, ds, weights_used, force)
+    ctx.open_cache()  # a file cache's folder, now that settings.json is written (an interrupted run's goes first)
     pretrained = weights_used != "none"
     if not pretrained:
         log("no pretrained weights: nothing to transfer, so phases 1 and 2 train the whole network")
@@ -232,6 +232,7 @@ def write_outputs(s: TrainSettings, ds: Dataset, ctx: FitContext, float_eval: Ev
         plot_samples,
         write_history,
     )
+    from train.throughput import peak_rss_mb, phase_figures
 
     run, names, y_test = s.run_dir, ds.class_names, ds.splits["test"].labels
     pretrained = weights_used != "none"
@@ -240,7 +241,7 @@ def write_outputs(s: TrainSettings, ds: Dataset, ctx: FitContext, float_eval: Ev
     plot_learning_curves(rows, run / "learning_curves.png", pretrained, qat_start=qat_start["val_top1"])
     for ev, what, name in ((float_eval, "Float", "confusion_matrix"), (qat_eval, "QAT", "confusion_matrix_qat")):
         plot_confusion(y_test, ev.pred, names, run / f"{name}.png", f"{what} model, test set (top-1 {ev.top1:.3f})")
-    test_images = np.concatenate([x.numpy() for x, _ in ctx.test]).astype(np.uint8)
+    test_images = SplitImages(ds.splits["test"], s.image_size)  # decodes the 24 it shows, not the whole split
     plot_samples(test_images, y_test, float_eval.pred, names, run / "samples.png", seed=s.seed)
     metrics = {
         "test_top1_float": float_eval.top1,
@@ -261,8 +262,12 @@ def write_outputs(s: TrainSettings, ds: Dataset, ctx: FitContext, float_eval: Ev
         "per_class_qat": qat_eval.per_class,
         "settings_sha256": s.sha256(),
         "train_seconds": round(time.time() - t0, 1),
+        **phase_figures(run),  # images_per_s, images_per_s_steady, peak_rss_mb_by_phase (train.throughput)
+        "peak_rss_mb": peak_rss_mb(),
+        "data_cache": ctx.cache.to_dict() if ctx.cache else None,
     }
     write_json(run / "metrics.json", metrics)
     shutil.rmtree(run / "backup", ignore_errors=True)
+    remove_cache_folder(run)
     link_latest(run, log)
     return metrics

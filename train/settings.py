@@ -14,6 +14,7 @@ from pathlib import Path
 
 from contracts.atomic import write_json
 from contracts.console import first_line
+from train.cache import CACHE_MODES
 
 SETTINGS_FILE = "settings.json"
 BACKBONES = ("mobilenetv2", "vgg16")
@@ -38,6 +39,9 @@ _FALLBACK_SIZE = (224, 1.0)
 # Fields no longer in TrainSettings, at the one value every run had: still hashed, so a run folder made before
 # they went keeps its settings hash (it resumes, or is "already complete", instead of being refused as other settings).
 _RETIRED = {"max_steps_per_epoch": 0}
+# Where a run is written, how it is distributed and where its images wait: none changes the model, so a run resumes
+# (or is "already complete") whatever they are.
+_NOT_HASHED = ("out", "strategy", "logical_cpus", "cache_dir", "cache", "cache_budget_gb")
 
 
 class SettingsError(ValueError):
@@ -81,6 +85,10 @@ class TrainSettings:
     strategy: str = "default"  # tf.distribute: "default", "mirrored" (all local GPUs) or "multiworker" (TF_CONFIG)
     logical_cpus: int = 0  # split the CPU into N logical devices (to exercise "mirrored" without GPUs); 0 = off
     cache_dir: str = ""  # where downloads are cached; "" = ~/.cache/edge-toolkit
+    # Where decoded images wait between epochs (train.cache): "auto" keeps them in memory within the budget, else in
+    # a file cache in RUN/cache/ (or streams them when the disk is full too); "memory", "file" or "stream" force one.
+    cache: str = "auto"
+    cache_budget_gb: float = 0.0  # memory the decoded images may take under "auto"; 0 = 5% of RAM, at most 2 GB
 
     @property
     def run_dir(self) -> Path:
@@ -95,7 +103,7 @@ class TrainSettings:
 
     def sha256(self) -> str:
         """Hash of everything that shapes the model (not where it is written or how it is distributed)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "strategy", "logical_cpus", "cache_dir")}
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
         d.update(_RETIRED)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
@@ -110,6 +118,11 @@ def resolve(settings: TrainSettings) -> TrainSettings:
         raise SettingsError(f"--backbone {settings.backbone!r} is not supported: choose from {', '.join(BACKBONES)}")
     if settings.strategy not in STRATEGIES:
         raise SettingsError(f"--strategy {settings.strategy!r} is not supported: choose from {', '.join(STRATEGIES)}")
+    if settings.cache not in CACHE_MODES:
+        raise SettingsError(f"--cache {settings.cache!r} is not supported: choose from {', '.join(CACHE_MODES)}")
+    if settings.cache_budget_gb < 0:
+        raise SettingsError(f"--cache-budget-gb {settings.cache_budget_gb:g} is negative: give GB, or 0 for the "
+                            "default")  # fmt: skip
     size, alpha = _DEFAULT_SIZE.get(settings.data, _FALLBACK_SIZE)
     size = settings.image_size or size
     alpha = settings.alpha or alpha
