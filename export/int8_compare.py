@@ -89,7 +89,7 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
 
     from export.onnx import convert_int8 as onnx_int8
     from export.tflite import int8_converter, int8_model
-    from train.data import load_split
+    from train.data import load_split, split_length
     from train.qat import load_qat_model
     from train.runfolder import QAT_MODEL
     from train.settings import load_settings
@@ -99,10 +99,10 @@ def compare_int8(run: str | Path, calibration_images: int = 200, large_calibrati
     ts = load_settings(run)
     model = keras.models.load_model(str(run / FLOAT_MODEL), compile=False)
     test_x, test_y, _ = load_split(run, "test")
-    train_x, _, _ = load_split(run, "train")
-    order = np.random.default_rng(ts.seed).permutation(len(train_x))
-    calib = train_x[order[:calibration_images]]  # the same images export calibrates on
-    calib_large = train_x[order[:large_calibration]]
+    order = np.random.default_rng(ts.seed).permutation(split_length(run, "train"))
+    train_x, _, _ = load_split(run, "train", indices=order[: max(calibration_images, large_calibration)])
+    calib = train_x[:calibration_images]  # the same images export calibrates on (export.run.calibration_indices)
+    calib_large = train_x[:large_calibration]
     float_probs = model.predict(test_x.astype(np.float32), batch_size=64, verbose=0)
     float_pred = float_probs.argmax(1)
     float_top1 = float(np.mean(float_pred == test_y))

@@ -160,23 +160,36 @@ def read_preprocessing(run: Path, model) -> Preprocessing:
 
 def reference(run: Path, models: SourceModels, max_images: int = 0) -> Reference:
     """The test split train recorded, and each Keras model's probabilities on it (the float top-1 is logged)."""
-    from train.data import load_split
+    from train.data import load_split, split_length
 
-    x, y, _ = load_split(run, "test")
-    if max_images:
-        x, y = x[:max_images], y[:max_images]
-    probs = {k: m.predict(x.astype(np.float32), batch_size=64, verbose=0) for k, m in models.keras.items()}
+    n = split_length(run, "test")
+    x, y, _ = load_split(run, "test", indices=range(min(max_images, n)) if max_images else None)
+    probs = {k: _predict(m, x) for k, m in models.keras.items()}
     top1 = float(np.mean(probs["float"].argmax(1) == y))
     log(f"{run.name}: float Keras test top-1 {top1:.4f} on {len(y)} images")
     return Reference(images=x, labels=y, keras_probs=probs, float_top1=top1)
 
 
+def _predict(model, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """model.predict on uint8 images, cast to float32 a chunk at a time (not a float32 copy of the whole split);
+    the chunks are whole 64-image batches, so the batches are the ones a single call would make."""
+    return np.concatenate([model.predict(images[i : i + chunk].astype(np.float32), batch_size=64, verbose=0)
+                           for i in range(0, len(images), chunk)])  # fmt: skip
+
+
+def calibration_indices(run: Path, seed: int, n: int) -> np.ndarray:
+    """Which n training images calibrate int8: the first n of a permutation of the training split seeded by the
+    run's seed (export.int8_compare draws the same ones)."""
+    from train.data import split_length
+
+    return np.random.default_rng(seed).permutation(split_length(run, "train"))[:n]
+
+
 def choose_calibration(run: Path, seed: int, n: int) -> np.ndarray:
-    """n training images, drawn with the run's seed: int8 calibration (export.int8_compare draws the same ones)."""
+    """The n calibration images (calibration_indices), decoding only those, not the whole training split."""
     from train.data import load_split
 
-    train_x, _, _ = load_split(run, "train")
-    return train_x[np.random.default_rng(seed).permutation(len(train_x))[:n]]
+    return load_split(run, "train", indices=calibration_indices(run, seed, n))[0]
 
 
 def convert(fmt: ExportFormat, model, calibration: np.ndarray, path: Path, s: ExportSettings) -> None:
