@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_settings
 from PIL import Image
 
 from train import cache as tc
@@ -221,3 +222,43 @@ def test_export_decodes_only_the_calibration_images_it_samples(tmp_path, monkeyp
     full_x, full_y, _ = td.load_split(run, "test")
     assert np.array_equal(x, full_x[[2, 0]]) and np.array_equal(y, full_y[[2, 0]])
     assert td.split_length(run, "train") == len(train_x)
+
+
+def test_the_cache_settings_do_not_change_the_settings_hash():
+    from train.settings import SettingsError, TrainSettings, resolve
+
+    base = TrainSettings(data="digits")
+    assert TrainSettings(data="digits", cache="file", cache_budget_gb=3.0).sha256() == base.sha256()  # still resumes
+    with pytest.raises(SettingsError, match="--cache 'disk' is not supported: choose from auto, memory, file, stream"):
+        resolve(TrainSettings(cache="disk"))
+    with pytest.raises(SettingsError, match="--cache-budget-gb -1 is negative"):
+        resolve(TrainSettings(cache_budget_gb=-1))
+
+
+@pytest.mark.slow
+def test_a_file_cached_run_reports_throughput_and_leaves_no_cache(color_folder, tmp_path, monkeypatch):
+    """A whole run with --cache file: the cache is in RUN/cache/ as uint8 while it trains, gone at the end, and
+    metrics.json has images/s per phase and the peak resident memory."""
+    import train.run as tr
+
+    seen = {}
+    real = tr.remove_cache_folder
+
+    def remove(run):
+        seen.update({p.name: p.stat().st_size for p in (run / "cache").iterdir()})
+        real(run)
+
+    monkeypatch.setattr(tr, "remove_cache_folder", remove)
+    run = tmp_path / "r"
+    s = tiny_settings(color_folder, run, epochs=2, fine_tune_epochs=1, qat_epochs=1, cache="file")
+    m = tr.run_training(s)
+    assert {"train.index", "val.index", "test.index"} <= set(seen), seen
+    n = sum(m["n_images"].values())
+    assert n * 32 * 32 * 3 <= sum(v for k, v in seen.items() if ".data-" in k) < 1.5 * n * 32 * 32 * 3  # uint8
+    assert not (run / "cache").exists()
+    assert m["data_cache"]["mode"] == "file" and "(--cache file)" in m["data_cache"]["why"]
+    for ph in ("phase1", "phase2", "phase3"):
+        assert m["images_per_s"][ph] > 0 and m["peak_rss_mb_by_phase"][ph] > 100, m
+    assert m["images_per_s_steady"]["phase1"] > 0  # 2 epochs: more batches than the warm-up
+    assert m["peak_rss_mb"] >= max(m["peak_rss_mb_by_phase"].values())
+    assert m == json.loads((run / "metrics.json").read_text())
