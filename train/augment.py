@@ -24,10 +24,10 @@ _PACKAGE = "edge_toolkit"
 # What strength 1.0 reaches, in pixels of the model's input (digits: 96) or 0-255 levels. Chosen so that the
 # middle severity of benchmarks/device/corruptions.py falls inside the range training sees.
 _BLUR_SIGMA = 2.0  # largest Gaussian blur sigma; motion blur streaks reach 3x this in length
-_NOISE_STD = 60.0  # largest noise standard deviation, 0-255 levels
+_NOISE_STD = 80.0  # largest noise standard deviation, 0-255 levels
 _JPEG_QUALITY_DROP = 85  # the lowest quality is 100 - this (then at least 5)
 # Light is mostly too little for a camera: exposure gain within exp(-_DARKER .. +_BRIGHTER), gamma (above 1
-# sinks the shadows) within exp(-0.8 _BRIGHTER .. +_DARKER / 2).
+# sinks the shadows) within exp(-0.8 _BRIGHTER .. +0.6 _DARKER).
 _DARKER, _BRIGHTER = 1.6, 0.5
 _PHOTONS = 100.0  # a dim picture's shot noise: at least this many photons per unit of brightness / strength
 _SCALE_FACTOR = 7.0  # down-sampling by up to 1 + this (log-uniform: small factors are the common ones)
@@ -121,7 +121,7 @@ class CameraBlur(CameraAugment):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SensorNoise(CameraAugment):
-    """Gaussian sensor noise, standard deviation up to 60 levels x strength, per pixel and channel (colour noise)
+    """Gaussian sensor noise, standard deviation up to 80 levels x strength, per pixel and channel (colour noise)
     or per pixel (luminance noise), half the images each."""
 
     def augment(self, x):
@@ -154,7 +154,7 @@ class JpegQuality(CameraAugment):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Lighting(CameraAugment):
-    """Exposure gain within exp(-1.6 .. +0.5 x strength), gamma within exp(-0.4 .. +0.8 x strength), contrast
+    """Exposure gain within exp(-1.6 .. +0.5 x strength), gamma within exp(-0.4 .. +0.96 x strength), contrast
     around the image mean within 1 +- 0.4 x strength (mostly dim light, some bright, washed-out or harsh), then the
     shot noise of a sensor that caught few photons: Poisson-like, its variance proportional to the brightness."""
 
@@ -162,7 +162,7 @@ class Lighting(CameraAugment):
         n = tf.shape(x)[0]
         s = self.strength
         gain = tf.exp(self._uniform([n, 1, 1, 1], -_DARKER * s, _BRIGHTER * s))
-        gamma = tf.exp(self._uniform([n, 1, 1, 1], -_BRIGHTER * s * 0.8, _DARKER * s / 2))
+        gamma = tf.exp(self._uniform([n, 1, 1, 1], -_BRIGHTER * s * 0.8, _DARKER * s * 0.6))
         contrast = self._uniform([n, 1, 1, 1], max(0.1, 1 - 0.4 * s), 1 + 0.4 * s)
         y = 255.0 * tf.pow(tf.clip_by_value(x, 0.0, 255.0) / 255.0, gamma) * gain
         mean = tf.reduce_mean(y, axis=(1, 2, 3), keepdims=True)

@@ -27,7 +27,7 @@ AUG_HELP = {
     "scale": "resolution: down-sample by up to 1 + 7 S (log-uniform), up again nearest/bilinear/bicubic/area",
     "blur": "Gaussian or motion blur, sigma up to 2 S px (streaks 3x as long)",
     "light": "mostly dim light: gain exp(-1.6 S .. +0.5 S), gamma, contrast 1 +- 0.4 S, shot noise",
-    "noise": "Gaussian sensor noise, standard deviation up to 60 S levels of 255",
+    "noise": "Gaussian sensor noise, standard deviation up to 80 S levels of 255",
     "jpeg": "JPEG compression, quality down to 100 - 85 S (at least 5)",
 }
 AUG_MAX_STRENGTH = 3.0
