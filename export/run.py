@@ -170,7 +170,7 @@ def reference(run: Path, models: SourceModels, max_images: int = 0) -> Reference
     return Reference(images=x, labels=y, keras_probs=probs, float_top1=top1)
 
 
-def _predict(model, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
+def _predict(model, images: np.ndarray, chunk: int = 256) -> np.ndarray:
     """model.predict on uint8 images, cast to float32 a chunk at a time (not a float32 copy of the whole split);
     the chunks are whole 64-image batches, so the batches are the ones a single call would make."""
     return np.concatenate([model.predict(images[i : i + chunk].astype(np.float32), batch_size=64, verbose=0)
