@@ -250,7 +250,7 @@ def _run_grid(s: SweepSettings, base, grid: list[tuple[float, int]], host: str) 
                 trained.append((point_cost(d.alpha, d.size), d.seconds))
             where = {"worker": d.worker, "trained": d.trained, "seconds": round(d.seconds, 1)}
             placed[point_name(d.alpha, d.size)] = where
-            if engine.name != "local":
+            if engine.name != "local" and not d.error:
                 log(f"--- {point_name(d.alpha, d.size)}: done on {d.worker} in {d.seconds:.0f} s"
                     + (", trained" if d.trained else ", reused"))  # fmt: skip
     return rows, not_run, placed

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, write_folder
 
-from sweep import engines
+from sweep import engines, run
 from sweep.cli import main
+from sweep.rows import point_name
 from sweep.settings import SweepError, SweepSettings, resolve
 
 
@@ -60,6 +61,53 @@ def test_a_point_waits_for_the_lock_of_its_run_folder(tmp_path):
         assert t.is_alive() and not calls  # waiting while the folder is held
     t.join(10)
     assert not t.is_alive() and calls[0][:2] == ([{"a": 0.35}], True) and calls[0][2] >= 0
+
+
+class FakeEngine:
+    """An engine with `slots` workers that finishes the latest submitted point first; a0.5-s96 dies every time."""
+
+    name = "fake"
+
+    def __init__(self, slots: int):
+        self.n, self.flight, self.order, self.most = slots, [], [], 0
+
+    running = property(lambda self: len(self.flight))
+
+    def slots(self) -> int:
+        return self.n
+
+    def submit(self, fn, s, base, alpha, size, host) -> None:
+        assert fn is run.run_point
+        self.flight.append((alpha, size))
+        self.order.append(point_name(alpha, size))
+        self.most = max(self.most, len(self.flight))
+
+    def next_done(self) -> engines.Done:
+        alpha, size = self.flight.pop()
+        if (alpha, size) == (0.5, 96):
+            return engines.Done(alpha, size, [], False, 0.0, "", error="engine: KilledWorker: all 4 workers died")
+        return engines.Done(alpha, size, [{"point": point_name(alpha, size)}], True, 60.0, f"w{len(self.flight)}")
+
+    def close(self) -> None:
+        assert not self.flight
+
+
+def test_points_go_cheapest_first_every_slot_busy_and_the_time_budget_still_decides(tmp_path, monkeypatch):
+    fake = FakeEngine(slots=2)
+    monkeypatch.setattr(engines, "open_engine", lambda s: fake)
+    s = resolve(SweepSettings(out=str(tmp_path), device="pi4", formats="tflite_fp32", max_minutes=10))
+    grid = [(0.35, 96), (0.35, 128), (0.5, 96), (1.0, 224)]  # 11, 20, 18, 300 M MACs: run_sweep sorts by them
+    rows, not_run, placed = run._run_grid(s, None, sorted(grid, key=lambda p: run.point_cost(*p)), "host-x")
+    # Two in flight at once: a0.35-s96 and a0.5-s96 first; a0.5-s96 dies, a0.35-s128 takes its slot and trains in
+    # 60 s for 20 M MACs, which puts a1.0-s224 at 60 / 20 x 300 s = 15 min: past 10, so it is never started.
+    assert fake.order == ["a0.35-s96", "a0.5-s96", "a0.35-s128"] and fake.most == 2
+    assert not_run == [{"point": "a1.0-s224", "reason": not_run[0]["reason"]}]
+    assert "--max-minutes 10 would be exceeded" in not_run[0]["reason"] and "at 15.0 min" in not_run[0]["reason"]
+    died = [r for r in rows if r["point"] == "a0.5-s96"]
+    assert [(r["format"], r["error"]) for r in died] == [("tflite_fp32", "engine: KilledWorker: all 4 workers died")]
+    assert {r["point"] for r in rows} == {"a0.35-s96", "a0.35-s128", "a0.5-s96", "a1.0-s224"}
+    assert placed["a0.35-s96"] == {"worker": "w0", "trained": True, "seconds": 60.0}
+    assert placed["a0.5-s96"]["trained"] is False and "a1.0-s224" not in placed
 
 
 class Cluster:
