@@ -25,8 +25,9 @@ folder (paths given relative are relative to it; a worker elsewhere refuses them
 they all mount at the same path, so that a point done by one machine is reused by all, a rerun resumes wherever it
 lands, and `make bundle` finds the artifacts. Rows travel back to the client, which writes the report: without
 shared storage the sweep still completes, but each point's files stay on the machine that made it
-(sweep_engine.json says which) and a rerun may train a point again elsewhere. Workers want `--nthreads 1` (one
-point at a time: TensorFlow uses every core) and `--memory-limit 0` (training memory is TensorFlow's, and Dask's
+(sweep_engine.json says which) and a rerun may train a point again elsewhere. One worker per machine, with
+`--nthreads 1` (one point at a time: TensorFlow uses every core, and each point's benchmark times inference, which a
+second point training beside it would slow), and `--memory-limit 0` (training memory is TensorFlow's, and Dask's
 default share of RAM per thread would restart a worker mid-point). With --device this, each point's latency is
 measured on the worker that ran it (the device column names that machine): use alike machines, or a Pi target.
 A point holds a lock on its run folder (SWEEP/.locks/POINT, fcntl) while it runs: a point still running on a
@@ -153,9 +154,11 @@ class DaskEngine:
         self._cwd = os.getcwd()
         threads = self.client.nthreads()
         log(f"dask: {len(threads)} worker(s) at {address}, {sum(threads.values())} thread(s)")
-        if any(n > 1 for n in threads.values()):
-            log("dask: a worker with more than 1 thread trains points side by side, each with every core: start "
-                "workers with --nthreads 1")  # fmt: skip
+        hosts = [a.rsplit(":", 1)[0] for a in threads]
+        if any(n > 1 for n in threads.values()) or len(set(hosts)) < len(hosts):
+            log("dask: some machine runs more than one point at a time (a worker with more than 1 thread, or two "
+                "workers on one host): each trains with every core, and times inference while another trains; "
+                "for latency figures that hold, one worker per machine with --nthreads 1")  # fmt: skip
 
     def _check_imports(self, address: str) -> None:
         """The scheduler unpickles the tasks and the workers run them: both must import this checkout."""
