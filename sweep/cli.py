@@ -19,7 +19,7 @@ from contracts.formats import FORMATS
 from sweep import devices
 from sweep.pareto import PICK_BY
 from sweep.run import run_sweep
-from sweep.settings import SweepError, SweepSettings
+from sweep.settings import ENGINES, SweepError, SweepSettings
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--pick-by", default=d.pick_by, choices=PICK_BY, help="accuracy the front and the pick use: top1 (clean, "
       "default), robust_mean / robust_worst over the camera corruptions, or one corruption's top-1 "
       "(severity 3)")  # fmt: skip
+    a("--engine", default=d.engine, choices=ENGINES, help="local: the points one after another here (default); "
+      "dask: spread over a Dask cluster's workers (requirements/distributed.txt, --scheduler)")  # fmt: skip
+    a("--scheduler", default=d.scheduler, metavar="tcp://HOST:8786", help="--engine dask: the address `dask "
+      "scheduler` prints; workers reach --out and --data at the same paths (sweep/engines.py)")  # fmt: skip
     return p
 
 

@@ -6,12 +6,14 @@
 Steps of one point (run_point): train (train.run.run_training, which reuses a finished run of the same
 settings), export (_export: skipped while the manifest comes from the current model files), benchmark (_bench:
 skipped while bench/results.json is newer than the manifest and has the rows asked for). A step that fails
-makes rows with an error and the sweep goes on with the next point. Then for the whole grid: device latency
-(sweep.devices), the pick (sweep.pareto) and the files (sweep.report).
+makes rows with an error and the sweep goes on with the next point. The points run, cheapest first, on the
+engine --engine names (_run_grid, sweep.engines: one by one here, or on a Dask cluster's workers). Then for the
+whole grid: device latency (sweep.devices), the pick (sweep.pareto) and the files (sweep.report).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -21,7 +23,7 @@ from benchmarks.device.corruptions import MIDDLE
 from benchmarks.robustness import ROBUST_COLUMNS
 from contracts.console import first_line, log
 from contracts.formats import FORMATS
-from sweep import devices, pareto, report
+from sweep import devices, engines, pareto, report
 from sweep.rows import new_row, point_name
 from sweep.settings import SweepError, SweepSettings, resolve
 
@@ -218,6 +220,42 @@ def _rank(s: SweepSettings, rows: list[dict], measured: list[dict]) -> None:
     rows.sort(key=lambda r: (r["alpha"], r["size"], order.get(r["format"], 99)))
 
 
+def _run_grid(s: SweepSettings, base, grid: list[tuple[float, int]], host: str) -> tuple[list, list, dict]:
+    """Runs the grid's points, cheapest first, on the engine --engine names (sweep.engines), keeping each of its
+    slots busy and starting no point that --max-minutes rules out. Returns (rows in the order points finished,
+    not_run, {point: {"worker", "trained", "seconds"}})."""
+    t0, trained, rows, not_run, placed, todo = time.monotonic(), [], [], [], {}, list(grid)
+    device = s.device if s.device != "this" else host
+
+    def blank(alpha: float, size: int, why: str) -> list[dict]:
+        log(f"--- {point_name(alpha, size)}: {why}")
+        return [new_row(s, alpha, size, f, device, error=why) for f in s.formats.split(",")]
+
+    with contextlib.closing(engines.open_engine(s)) as engine:
+        while todo or engine.running:
+            while todo and engine.running < engine.slots():
+                alpha, size = todo.pop(0)
+                fresh = not (s.sweep_dir / point_name(alpha, size) / "metrics.json").is_file()
+                est = estimate_seconds(trained, point_cost(alpha, size))
+                if why := _out_of_time(s, time.monotonic() - t0, est) if fresh else "":
+                    not_run.append({"point": point_name(alpha, size), "reason": why})
+                    rows += blank(alpha, size, why)
+                else:
+                    engine.submit(run_point, s, base, alpha, size, host)
+            if not engine.running:
+                continue
+            d = engine.next_done()  # an "engine:" error: the point raised (its workers died), rows say so
+            rows += blank(d.alpha, d.size, d.error) if d.error else d.rows
+            if d.trained:
+                trained.append((point_cost(d.alpha, d.size), d.seconds))
+            where = {"worker": d.worker, "trained": d.trained, "seconds": round(d.seconds, 1)}
+            placed[point_name(d.alpha, d.size)] = where
+            if engine.name != "local" and not d.error:
+                log(f"--- {point_name(d.alpha, d.size)}: done on {d.worker} in {d.seconds:.0f} s"
+                    + (", trained" if d.trained else ", reused"))  # fmt: skip
+    return rows, not_run, placed
+
+
 def run_sweep(s: SweepSettings, train_base=None) -> dict:
     """Trains, exports and benchmarks every grid point (reusing what is done) and writes the sweep's outputs.
 
@@ -245,22 +283,8 @@ def run_sweep(s: SweepSettings, train_base=None) -> dict:
     grid = sorted(((a, z) for a in s.alphas for z in s.sizes), key=lambda p: (point_cost(*p), p))
     log(f"sweep: {len(grid)} points, cheapest first ({', '.join(point_name(a, z) for a, z in grid)}) into {out}/; "
         f"target {s.device}, budget {s.budget_ms:g} ms, {s.threads} threads here on {host}")  # fmt: skip
-    t0, trained, rows, not_run = time.monotonic(), [], [], []
-    for alpha, size in grid:
-        name, cost = point_name(alpha, size), point_cost(alpha, size)
-        fresh = not (out / name / "metrics.json").is_file()
-        why = _out_of_time(s, time.monotonic() - t0, estimate_seconds(trained, cost)) if fresh else ""
-        if why:
-            not_run.append({"point": name, "reason": why})
-            device = s.device if s.device != "this" else host
-            rows += [new_row(s, alpha, size, f, device, error=why) for f in s.formats.split(",")]
-            log(f"--- {name}: {why}")
-            continue
-        t = time.monotonic()
-        point_rows, did_train = run_point(s, base, alpha, size, host)
-        if did_train:
-            trained.append((cost, time.monotonic() - t))
-        rows += point_rows
+    rows, not_run, placed = _run_grid(s, base, grid, host)
+    write_json(out / "sweep_engine.json", {"engine": s.engine, "scheduler": s.scheduler, "points": placed})
     _rank(s, rows, measured)
     check_metric(rows, s.pick_by)
     best, other, message = pareto.verdict(rows, s.budget_ms, s.device, pareto.metric(s.pick_by))

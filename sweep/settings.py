@@ -17,6 +17,7 @@ from sweep import devices
 from sweep.pareto import PICK_BY
 
 BUILTIN_DATA = ("digits", "cats_vs_dogs")  # train's bundled / downloaded datasets; anything else is a folder
+ENGINES = ("local", "dask")  # where the points run (sweep/engines.py): here one by one, or on a Dask cluster
 
 
 class SweepError(Exception):
@@ -52,6 +53,8 @@ class SweepSettings:
     plots: bool = True  # write pareto.png
     pick_by: str = "top1"  # the accuracy the front, the pick and the plot use: top1 (clean), robust_mean or
     #   robust_worst (over the camera corruptions), or one corruption's name (its top-1), each at severity 3
+    engine: str = "local"  # local: the points one after another here; dask: spread over a Dask cluster's workers
+    scheduler: str = ""  # --engine dask: the scheduler's address, tcp://HOST:8786 (what `dask scheduler` prints)
 
     @property
     def sweep_dir(self) -> Path:
@@ -94,6 +97,7 @@ def resolve(s: SweepSettings) -> SweepSettings:
         raise SweepError("--budget-ms must be above 0; --max-minutes, --warmup, --threads at least 0; --runs 1")
     if s.pick_by not in PICK_BY:
         raise SweepError(f"--pick-by {s.pick_by!r} is not one of {', '.join(PICK_BY)}")
+    _check_engine(s.engine, s.scheduler)
     try:
         wanted = resolve_formats(s.formats)
     except FormatError as e:
@@ -109,6 +113,20 @@ def resolve(s: SweepSettings) -> SweepSettings:
     out = s.out or f"runs/sweep-{data_name(s.data)}"
     return dataclasses.replace(s, out=out, threads=threads, formats=",".join(f.name for f in wanted),
                                measured_device=s.measured_device or s.device)  # fmt: skip
+
+
+def _check_engine(engine: str, scheduler: str) -> None:
+    """--engine is known, and dask has its package and a --scheduler (find_spec: nothing is imported here)."""
+    from importlib.util import find_spec
+
+    if engine not in ENGINES:
+        raise SweepError(f"--engine {engine!r} is not known: choose from {', '.join(ENGINES)}")
+    if engine == "dask" and find_spec("distributed") is None:
+        raise SweepError("--engine dask needs Dask's distributed package: pip install -r requirements/distributed.txt")
+    if engine == "dask" and not scheduler:
+        raise SweepError("--engine dask needs --scheduler tcp://HOST:8786, the address `dask scheduler` prints")
+    if engine != "dask" and scheduler:
+        raise SweepError(f"--scheduler {scheduler} is for --engine dask: add --engine dask, or drop --scheduler")
 
 
 def _with_float_counterparts(wanted: list) -> list:
