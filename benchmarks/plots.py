@@ -49,7 +49,7 @@ def _color(fmt: str):
     return colormaps["tab10"](_ORDER.get(fmt, len(_ORDER)) % 10)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -99,7 +99,7 @@ def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
             fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="filled: on the front", title_fontsize=7
         )
     fig.suptitle("Accuracy against latency: up and left is better", y=1.02)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_size(rows: list[dict], path: Path) -> Path | None:
@@ -127,7 +127,7 @@ def plot_size(rows: list[dict], path: Path) -> Path | None:
     ax.set_title("Artifact size per format (ratio to the float32 artifact of the same runtime)")
     ax.tick_params(axis="x", rotation=20)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_class(rows: list[dict], reference: dict, device: str, path: Path) -> Path | None:
@@ -162,7 +162,7 @@ def plot_per_class(rows: list[dict], reference: dict, device: str, path: Path) -
     ax.set_title("Per-class accuracy: int8 artifacts against the float model")
     ax.legend(fontsize=8, ncol=len(series), loc="lower center", bbox_to_anchor=(0.5, -0.25))
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency_vs_threads(rows: list[dict], path: Path) -> Path | None:
@@ -204,7 +204,7 @@ def plot_latency_vs_threads(rows: list[dict], path: Path) -> Path | None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("Latency against threads (lower is better)", y=1.02)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_robustness(robust_rows: list[dict], path: Path) -> Path | None:
@@ -241,7 +241,7 @@ def plot_robustness(robust_rows: list[dict], path: Path) -> Path | None:
     fig.suptitle("Top-1 under camera corruptions (colour: model family; solid float32, dash-dot fp16, dotted "
                  "dynamic range, dashed int8)", y=1.0)  # fmt: skip
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_plots(rows: list[dict], out_dir: str | Path, reference: dict, host: str,
@@ -295,4 +295,4 @@ def plot_soak(report: dict, path: str | Path) -> Path:
         ax.set_xlim(0, max(x) * 1.02)
     fig.suptitle(f"Soak: {Path(s['model']).name} ({s['format']}), {s['threads']} threads, {s['device']}", fontsize=11)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))

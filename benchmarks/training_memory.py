@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.atomic import atomic_path, write_json, write_text
+from contracts.atomic import write_json, write_text
 from contracts.console import first_line, log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,12 +133,9 @@ def table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path) -> None:
     """Peak resident memory against images, one line per (label, image size)."""
-    import matplotlib
+    from benchmarks.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for key in sorted({(r["label"], r["image_size"]) for r in rows}):
         pts = sorted((r["images"], r["peak_rss_mb"] / 1024) for r in rows if (r["label"], r["image_size"]) == key
                      and not r.get("error"))  # fmt: skip
@@ -153,10 +150,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title("Training memory against dataset size (one epoch a phase)")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_outputs(out: Path, rows: list[dict]) -> None:
