@@ -1,0 +1,235 @@
+"""--strategy multiworker: one run trained by several processes or machines (tf.distribute.MultiWorkerMirroredStrategy).
+
+TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \
+    python -m train --strategy multiworker --data /same/path/on/every/machine --out runs/NAME
+
+Every worker runs the same command (its own TF_CONFIG index) and the same steps; the gradients of each step are
+all-reduced, so every worker holds the same model. The chief (index 0) writes the run folder. Every other worker
+writes what Keras and each step need (checkpoints, which all workers must save together, the BackupAndRestore
+backup, the models, plots) into a temporary folder of its own, deleted at the end: the Keras multi-worker guide's
+write_filepath pattern, for the whole run folder rather than file by file. A multi-worker run does not resume a
+partial run (the other workers' state was in their temporary folders): the workers compare what they found before
+training and all stop with one message if they differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.console import first_line, log
+from train.runfolder import RunError, previous_run
+from train.settings import SettingsError, TrainSettings
+
+# tf.distribute has no public timeout for reaching the other workers: a worker whose chief never starts waits an hour
+# (the coordination service's register timeout, settable only through TF's private eager context), and a watchdog
+# thread cannot end that wait (measured: it never ran while TensorFlow waited). So a worker first waits for the
+# chief's port itself, for at most this many seconds (TRAIN_WORKER_TIMEOUT overrides it). The chief, once started,
+# gives up by itself when the others have not all joined (measured: after 99 s, a "heartbeat timeout" from
+# TensorFlow's coordination service), so start every worker within a minute or so of the chief.
+CONNECT_TIMEOUT_S = 300
+EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+           '"index": 0}}\' (index 1 on host2)')  # fmt: skip
+_FRESH, _PARTIAL, _COMPLETE, _REFUSED = range(4)
+_STRATEGY = None  # TensorFlow allows one MultiWorkerMirroredStrategy per process: made once, then reused
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in TF_CONFIG's cluster."""
+
+    addresses: tuple[str, ...]  # every worker's host:port, the chief first
+    position: int  # this worker's index in addresses (0: the chief, which writes the run folder)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.position == 0
+
+    def describe(self) -> str:
+        return f"worker {self.position + 1} of {len(self.addresses)}{' (chief)' if self.is_chief else ''}"
+
+
+def read_tf_config(env: dict | None = None) -> Cluster:
+    """TF_CONFIG checked as tf.distribute reads it: jobs "chief" (at most one) and "worker", and this task.
+
+    Raises:
+        SettingsError: TF_CONFIG is missing, not JSON, or names no workers or a task outside the cluster.
+    """
+    raw = (os.environ if env is None else env).get("TF_CONFIG", "").strip()
+    if not raw:
+        raise SettingsError(f"--strategy multiworker needs TF_CONFIG set on every worker, e.g. {EXAMPLE}")
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise SettingsError(f"TF_CONFIG is not JSON ({first_line(e)}): set it like {EXAMPLE}") from None
+    try:
+        cluster, task = doc["cluster"], doc["task"]
+        chief, workers = cluster.get("chief", []), cluster.get("worker", [])
+        kind, index = task["type"], task["index"]
+    except (KeyError, TypeError, AttributeError) as e:
+        what = f"has no {e}" if isinstance(e, KeyError) else "is not an object with a cluster and a task"
+        raise SettingsError(f"TF_CONFIG {what}: set it like {EXAMPLE}") from None
+    why = _problem(sorted(set(cluster) - {"chief", "worker"}), chief, workers, kind, index)
+    if why:
+        raise SettingsError(f"TF_CONFIG {why}: set it like {EXAMPLE}")
+    return Cluster(addresses=tuple(chief + workers), position=index + (len(chief) if kind == "worker" else 0))
+
+
+def _problem(other_jobs: list, chief: list, workers: list, kind, index) -> str:
+    """What is wrong with TF_CONFIG's cluster and task, or "" when nothing is."""
+    if not isinstance(chief, list) or not isinstance(workers, list):
+        return "cluster jobs are not lists of host:port"
+    addresses, jobs = chief + workers, {"chief": chief, "worker": workers}
+    if other_jobs:
+        return f"has jobs {other_jobs}: only chief and worker train"
+    if not addresses:
+        return "lists no workers"
+    if len(chief) > 1:
+        return f"has {len(chief)} chiefs: at most one"
+    if bad := [a for a in addresses if not isinstance(a, str) or not a.rpartition(":")[2].isdigit()]:
+        return f"has addresses that are not host:port: {bad}"
+    if twice := sorted({a for a in addresses if addresses.count(a) > 1}):
+        return f"lists {twice[0]} twice"
+    if kind not in jobs or not jobs[kind]:
+        return f"task type {kind!r} is not a job of its cluster"
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(jobs[kind]):
+        return f"task index {index!r} is not 0..{len(jobs[kind]) - 1}"
+    return ""
+
+
+def connect(cluster: Cluster):
+    """The MultiWorkerMirroredStrategy, once every worker of the cluster has joined (made once per process).
+
+    Raises:
+        RunError: the chief's port did not open in time (CONNECT_TIMEOUT_S), or the cluster did not form.
+    """
+    global _STRATEGY
+    if _STRATEGY is not None:
+        return _STRATEGY
+    others = ", ".join(a for i, a in enumerate(cluster.addresses) if i != cluster.position) or "none"
+    fix = f"start the same command, each with its own TF_CONFIG index, on every worker ({others}) and check the ports"
+    try:
+        timeout = float(os.environ.get("TRAIN_WORKER_TIMEOUT") or CONNECT_TIMEOUT_S)
+    except ValueError:
+        raise SettingsError("TRAIN_WORKER_TIMEOUT is not a number of seconds: set it like 300, or unset it") from None
+    log(f"{cluster.describe()}: waiting for the other workers ({others})")
+    if not cluster.is_chief and not _wait_for_port(cluster.addresses[0], timeout):
+        raise RunError(f"{cluster.describe()} could not reach the chief {cluster.addresses[0]} in {timeout:g} s: {fix}")
+    import tensorflow as tf
+
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.OpError as e:
+        why = first_line(e)[:120]  # the chief's own "heartbeat timeout" when the others did not join in time
+        raise RunError(f"{cluster.describe()}: the other workers did not all join ({why}...): {fix}, starting "
+                       "every worker within a minute of the chief") from None  # fmt: skip
+    log(f"strategy: multiworker, {cluster.describe()}, {strategy.num_replicas_in_sync} replica(s) in all")
+    _STRATEGY = strategy
+    return strategy
+
+
+def _wait_for_port(address: str, timeout: float) -> bool:
+    """Whether host:port accepts a TCP connection within timeout seconds (the chief's server is up)."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(1)
+
+
+def shard_by_data(ds):
+    """The dataset as every worker must read it: DATA auto-sharding, set deliberately.
+
+    The pipeline's batch is the global batch (--batch-size): tf.distribute splits each batch between the workers
+    and all-reduces the gradients, so a step sees as many images as a single-process step (same learning rate,
+    same steps per epoch, comparable results). DATA sharding keeps each worker's share of every batch from the
+    same seeded pipeline (the same shuffle order on every worker), because the input is one list of files or one
+    array, not a file per worker (FILE sharding, AUTO's first choice, would fall back to DATA with a warning). Its
+    cost: every worker decodes every image.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _folder_state(s: TrainSettings, force: bool, chief: bool) -> tuple[int, RunError | None]:
+    """What this worker finds at --out: fresh, partial (phases or a backup from an earlier run), complete, refused."""
+    try:
+        if previous_run(s, force):
+            return _COMPLETE, None
+    except RunError as e:
+        return (_REFUSED, e) if chief else (_FRESH, None)
+    run = s.run_dir
+    partial = chief and not force and (any(run.glob("checkpoints/*.json")) or (run / "backup").is_dir())
+    return (_PARTIAL if partial else _FRESH), None
+
+
+def _agree(strategy, cluster: Cluster, s: TrainSettings, state: int, refused: RunError | None) -> None:
+    """Every worker learns every worker's folder state (a collective gather); they start only if all agree.
+
+    Raises:
+        RunError: on every worker alike, so none is left waiting for the others at its first step.
+    """
+    import tensorflow as tf
+
+    mine = tf.constant([state], tf.int32)
+    per_replica = strategy.gather(strategy.experimental_distribute_values_from_function(lambda _: mine), axis=0)
+    states = per_replica.numpy()[:: strategy.num_replicas_in_sync // len(cluster.addresses)].tolist()
+    if len(set(states)) == 1 and states[0] in (_FRESH, _COMPLETE):
+        return
+    if refused is not None:
+        raise refused
+    names = {_FRESH: "nothing", _PARTIAL: "a partial run", _COMPLETE: "the complete run", _REFUSED: "a refused run"}
+    seen = ", ".join(f"worker {i + 1} {names[x]}" for i, x in enumerate(states))
+    raise RunError(f"the workers found different things at --out {s.run_dir} ({seen}), and a multi-worker run "
+                   "starts alike on every worker (it does not resume: the other workers' progress was in temporary "
+                   "folders): pass --force on every worker to train it from the start")  # fmt: skip
+
+
+def run_on_workers(s: TrainSettings, force: bool, train) -> dict:
+    """train(settings, force) on this worker of TF_CONFIG's cluster, writing --out only on the chief.
+
+    Returns:
+        The run's metrics (every worker has the same).
+
+    Raises:
+        SettingsError: TF_CONFIG is missing or invalid. RunError: see connect() and _agree().
+    """
+    cluster = read_tf_config()
+    strategy = connect(cluster)
+    import tensorflow as tf
+
+    scratch = None
+    try:
+        state, refused = _folder_state(s, force, cluster.is_chief)
+        _agree(strategy, cluster, s, state, refused)
+        if cluster.is_chief:
+            return train(s, force)
+        if state == _COMPLETE:  # the chief answers from the run folder; this worker only reads it
+            return json.loads((s.run_dir / "metrics.json").read_text())
+        scratch = Path(tempfile.mkdtemp(prefix=f"train-worker{cluster.position + 1}-"))
+        log(f"{cluster.describe()}: the chief writes {s.run_dir}; this worker writes to {scratch}, deleted at the end")
+        # A folder inside the scratch one, so that the runs/latest link lands in scratch too.
+        return train(dataclasses.replace(s, out=str(scratch / "run")), force)
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
+        # A worker that stops (crash, kill, lost network) aborts the others' collectives within seconds.
+        why = next((x for x in str(e).splitlines() if x.startswith("Collective ops is aborted by")), first_line(e))
+        raise RunError(f"{cluster.describe()} lost the cluster mid-run ({why.strip()}): pass --force on every worker "
+                       "to train the run again from the start") from None  # fmt: skip
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
