@@ -128,7 +128,7 @@ def test_two_workers_train_one_run_like_a_single_process(color_folder, tmp_path)
 
 
 @pytest.mark.slow
-def test_workers_that_find_different_run_folders_stop_together(color_folder, tmp_path):
+def test_a_partial_run_on_the_chief_stops_every_worker_together(color_folder, tmp_path):
     """The chief's folder holds a partial run, the other worker's nothing: both stop at once with the same message,
     before reading any data (a chief resuming alone would leave the other worker waiting at its first step)."""
     from train.settings import resolve, write_run_settings
@@ -141,7 +141,7 @@ def test_workers_that_find_different_run_folders_stop_together(color_folder, tmp
     for rc, out in results:
         assert rc == 2, out[-3000:]
         errors = [line for line in out.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "worker 1 a partial run, worker 2 nothing" in errors[0], out[-3000:]
+        assert len(errors) == 1 and "the chief (worker 1) found a partial run at --out" in errors[0], out[-3000:]
         assert "pass --force on every worker" in errors[0] and "data:" not in out
     assert sorted(p.name for p in partial.rglob("*")) == ["checkpoints", "phase1.json", "settings.json"]
 

@@ -8,8 +8,8 @@ all-reduced, so every worker holds the same model. The chief (index 0) writes th
 writes what Keras and each step need (checkpoints, which all workers must save together, the BackupAndRestore
 backup, the models, plots) into a temporary folder of its own, deleted at the end: the Keras multi-worker guide's
 write_filepath pattern, for the whole run folder rather than file by file. A multi-worker run does not resume a
-partial run (the other workers' state was in their temporary folders): the workers compare what they found before
-training and all stop with one message if they differ.
+partial run (the other workers' state was in their temporary folders): every worker learns what the chief found
+at --out before training, and if it is a partial run they all stop with one message (pass --force on every worker).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.console import first_line, log
-from train.runfolder import RunError, previous_run
+from train.runfolder import RunError, check_out_folder, previous_run
 from train.settings import SettingsError, TrainSettings
 
 # tf.distribute has no public timeout for reaching the other workers: a worker whose chief never starts waits an hour
@@ -167,44 +167,60 @@ def shard_by_data(ds):
 
 
 def _folder_state(s: TrainSettings, force: bool, chief: bool) -> tuple[int, RunError | None]:
-    """What this worker finds at --out: fresh, partial (phases or a backup from an earlier run), complete, refused."""
+    """What the chief finds at --out: fresh, partial (phases or a backup from an earlier run), complete, refused.
+
+    Only the chief's folder counts: the other workers never write there (on a shared disk they see the chief's).
+    """
+    if not chief:
+        return _FRESH, None
     try:
+        check_out_folder(s, force)
         if previous_run(s, force):
             return _COMPLETE, None
     except RunError as e:
-        return (_REFUSED, e) if chief else (_FRESH, None)
+        return _REFUSED, e
     run = s.run_dir
-    partial = chief and not force and (any(run.glob("checkpoints/*.json")) or (run / "backup").is_dir())
+    partial = not force and (any(run.glob("checkpoints/*.json")) or (run / "backup").is_dir())
     return (_PARTIAL if partial else _FRESH), None
 
 
-def _agree(strategy, cluster: Cluster, s: TrainSettings, state: int, refused: RunError | None) -> None:
-    """Every worker learns every worker's folder state (a collective gather); they start only if all agree.
-
-    Raises:
-        RunError: on every worker alike, so none is left waiting for the others at its first step.
-    """
+def _chief_state(strategy, state: int) -> int:
+    """The chief's state, learnt by every worker: a collective gather, so also a barrier every worker must reach."""
     import tensorflow as tf
 
     mine = tf.constant([state], tf.int32)
     per_replica = strategy.gather(strategy.experimental_distribute_values_from_function(lambda _: mine), axis=0)
-    states = per_replica.numpy()[:: strategy.num_replicas_in_sync // len(cluster.addresses)].tolist()
-    if len(set(states)) == 1 and states[0] in (_FRESH, _COMPLETE):
-        return
+    return int(per_replica.numpy()[0])  # replicas come worker by worker, the chief's first
+
+
+def _agree(strategy, cluster: Cluster, s: TrainSettings, state: int, refused: RunError | None) -> int:
+    """Every worker learns what the chief found at --out; they all train, or all stop with one message.
+
+    Returns:
+        The chief's state: _FRESH (train) or _COMPLETE (the chief answers from the run folder).
+
+    Raises:
+        RunError: on every worker alike, so none is left waiting for the others at its first step.
+    """
+    chief = _chief_state(strategy, state)
+    if chief in (_FRESH, _COMPLETE):
+        return chief
     if refused is not None:
         raise refused
-    names = {_FRESH: "nothing", _PARTIAL: "a partial run", _COMPLETE: "the complete run", _REFUSED: "a refused run"}
-    seen = ", ".join(f"worker {i + 1} {names[x]}" for i, x in enumerate(states))
-    raise RunError(f"the workers found different things at --out {s.run_dir} ({seen}), and a multi-worker run "
-                   "starts alike on every worker (it does not resume: the other workers' progress was in temporary "
-                   "folders): pass --force on every worker to train it from the start")  # fmt: skip
+    if chief == _REFUSED:
+        raise RunError(f"the chief ({cluster.addresses[0]}) refused --out {s.run_dir}, and its error says why: fix "
+                       "that, then start every worker again")  # fmt: skip
+    raise RunError(f"the chief (worker 1) found a partial run at --out {s.run_dir}, and a multi-worker run does not "
+                   "resume (the other workers' progress was in temporary folders): pass --force on every worker "
+                   "to train it from the start")  # fmt: skip
 
 
 def run_on_workers(s: TrainSettings, force: bool, train) -> dict:
     """train(settings, force) on this worker of TF_CONFIG's cluster, writing --out only on the chief.
 
     Returns:
-        The run's metrics (every worker has the same).
+        The run's metrics (every worker has the same; a worker other than the chief returns {} when the chief's
+        --out already holds the run complete and it cannot read that folder itself).
 
     Raises:
         SettingsError: TF_CONFIG is missing or invalid. RunError: see connect() and _agree().
@@ -216,17 +232,25 @@ def run_on_workers(s: TrainSettings, force: bool, train) -> dict:
     scratch = None
     try:
         state, refused = _folder_state(s, force, cluster.is_chief)
-        _agree(strategy, cluster, s, state, refused)
+        if _agree(strategy, cluster, s, state, refused) == _COMPLETE:  # every worker stops, no barrier needed
+            if cluster.is_chief:
+                return train(s, force)  # answers from the run folder
+            log(f"{cluster.describe()}: the chief's {s.run_dir} holds this run complete; nothing to train")
+            done = s.run_dir / "metrics.json"  # there too when --out is on a disk the workers share
+            return json.loads(done.read_text()) if done.is_file() else {}
         if cluster.is_chief:
-            return train(s, force)
-        if state == _COMPLETE:  # the chief answers from the run folder; this worker only reads it
-            return json.loads((s.run_dir / "metrics.json").read_text())
-        scratch = Path(tempfile.mkdtemp(prefix=f"train-worker{cluster.position + 1}-"))
-        log(f"{cluster.describe()}: the chief writes {s.run_dir}; this worker writes to {scratch}, deleted at the end")
-        # A folder inside the scratch one, so that the runs/latest link lands in scratch too.
-        return train(dataclasses.replace(s, out=str(scratch / "run")), force)
+            metrics = train(s, force)
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix=f"train-worker{cluster.position + 1}-"))
+            log(f"{cluster.describe()}: the chief writes {s.run_dir}; this worker writes to {scratch}, deleted at "
+                "the end")  # fmt: skip
+            # A folder inside the scratch one, so that the runs/latest link lands in scratch too.
+            metrics = train(dataclasses.replace(s, out=str(scratch / "run")), force)
+        # The last barrier: no worker leaves (taking its part of the cluster with it) while another still works.
+        _chief_state(strategy, _COMPLETE)
+        return metrics
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
-        # A worker that stops (crash, kill, lost network) aborts the others' collectives within seconds.
+        # A worker that stops (crash, kill, lost network) aborts the others' collectives.
         why = next((x for x in str(e).splitlines() if x.startswith("Collective ops is aborted by")), first_line(e))
         raise RunError(f"{cluster.describe()} lost the cluster mid-run ({why.strip()}): pass --force on every worker "
                        "to train the run again from the start") from None  # fmt: skip
