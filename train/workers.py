@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -251,9 +252,15 @@ def run_on_workers(s: TrainSettings, force: bool, train) -> dict:
         return metrics
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
         # A worker that stops (crash, kill, lost network) aborts the others' collectives.
-        why = next((x for x in str(e).splitlines() if x.startswith("Collective ops is aborted by")), first_line(e))
-        raise RunError(f"{cluster.describe()} lost the cluster mid-run ({why.strip()}): pass --force on every worker "
-                       "to train the run again from the start") from None  # fmt: skip
+        raise RunError(f"{cluster.describe()} lost the cluster mid-run ({_why_lost(e)}): pass --force on every "
+                       "worker to train the run again from the start") from None  # fmt: skip
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _why_lost(e: Exception) -> str:
+    """TensorFlow's reason in one line, e.g. "Collective ops is aborted by: Error reported from /job:worker/task:1:
+    The following tasks are unhealthy (stopped sending heartbeats): /job:worker/replica:0/task:1"."""
+    lines = [x.strip() for x in re.sub(r"\{\{[^}]*\}\}", "", str(e)).splitlines() if x.strip()] or [repr(e)]
+    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
