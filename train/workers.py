@@ -29,12 +29,12 @@ from contracts.console import first_line, log
 from train.runfolder import RunError, check_out_folder, previous_run
 from train.settings import SettingsError, TrainSettings
 
-# tf.distribute has no public timeout for reaching the other workers: a worker whose chief never starts waits an hour
-# (the coordination service's register timeout, settable only through TF's private eager context), and a watchdog
-# thread cannot end that wait (measured: it never ran while TensorFlow waited). So a worker first waits for the
-# chief's port itself, for at most this many seconds (TRAIN_WORKER_TIMEOUT overrides it). The chief, once started,
-# gives up by itself when the others have not all joined (measured: after 99 s, a "heartbeat timeout" from
-# TensorFlow's coordination service), so start every worker within a minute or so of the chief.
+# tf.distribute has no public timeout for reaching the other workers: left alone, the chief waits an hour for the
+# others to register (measured: still waiting after 240 s, deaf to SIGTERM), and a watchdog thread cannot end that
+# wait (it never ran while TensorFlow waited). So every worker sets the coordination service's register timeout
+# through TF's private eager context (_bound_registration), and a worker other than the chief first waits for the
+# chief's port itself: each for at most this many seconds (TRAIN_WORKER_TIMEOUT overrides it). Start every worker
+# within that time of the first.
 CONNECT_TIMEOUT_S = 300
 EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
            '"index": 0}}\' (index 1 on host2)')  # fmt: skip
@@ -125,15 +125,40 @@ def connect(cluster: Cluster):
         raise RunError(f"{cluster.describe()} could not reach the chief {cluster.addresses[0]} in {timeout:g} s: {fix}")
     import tensorflow as tf
 
+    _bound_registration(timeout)
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except tf.errors.OpError as e:
-        why = first_line(e)[:120]  # the chief's own "heartbeat timeout" when the others did not join in time
-        raise RunError(f"{cluster.describe()}: the other workers did not all join ({why}...): {fix}, starting "
-                       "every worker within a minute of the chief") from None  # fmt: skip
+        why = first_line(e)[:160]  # the chief's "... tasks did not connect" when the others did not join in time
+        raise RunError(f"{cluster.describe()}: the other workers did not all join in {timeout:g} s ({why}...): "
+                       f"{fix}") from None  # fmt: skip
     log(f"strategy: multiworker, {cluster.describe()}, {strategy.num_replicas_in_sync} replica(s) in all")
     _STRATEGY = strategy
     return strategy
+
+
+def _bound_registration(timeout: float) -> None:
+    """The coordination service MultiWorkerMirroredStrategy configures, as it does (its own call, read in TF 2.21's
+    collective_all_reduce_strategy.py), plus a register timeout: the strategy keeps a service already configured."""
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
+        from tensorflow.python.eager import context
+    except ImportError as e:  # a TensorFlow that moved them: TF's own wait, said
+        log(f"warning: no register timeout for the workers ({first_line(e)}): a missing worker is waited for")
+        return
+    spec = TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=j, num_tasks=spec.num_tasks(j)) for j in ("chief", "worker")
+            if j in spec.jobs]  # fmt: skip
+    ctx = context.context()
+    ctx.configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs, cluster_register_timeout_in_ms=max(1, int(timeout * 1000)),
+    )  # fmt: skip
+    # The timeout binds only with registration as a barrier (measured: without it, the chief alone still waited
+    # after 240 s; with it, DeadlineExceededError after the timeout). The call above has no argument for it.
+    ctx._coordination_service_config.cluster_register_with_barrier = True
 
 
 def _wait_for_port(address: str, timeout: float) -> bool:
