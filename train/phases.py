@@ -74,8 +74,10 @@ def make_strategy(s: TrainSettings):
             [d.name for d in tf.config.list_logical_devices("CPU")] if s.logical_cpus > 1 else None
         )
         strategy = tf.distribute.MirroredStrategy(devices=devices)
-    elif s.strategy == "multiworker":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif s.strategy == "multiworker":  # made by train.workers.run_on_workers before anything else, and logged there
+        from train.workers import connect, read_tf_config
+
+        return connect(read_tf_config())
     else:
         return tf.distribute.get_strategy()
     log(f"strategy: {s.strategy}, {strategy.num_replicas_in_sync} replica(s)")
@@ -110,10 +112,13 @@ def make_context(s: TrainSettings, ds: Dataset) -> FitContext:
                       in_memory=sp["train"].images is not None)  # fmt: skip
     log(plan.line())
     folder = cache_folder(s.run_dir)
+    from train.workers import shard_by_data  # the global batch and the sharding, explained there
+
+    shard = shard_by_data if s.strategy == "multiworker" else (lambda d: d)
 
     def pipeline(name: str, training: bool):
-        return make_dataset(sp[name], s.image_size, s.batch_size, training, s.seed if training else 0, plan,
-                            folder / name)  # fmt: skip
+        return shard(make_dataset(sp[name], s.image_size, s.batch_size, training, s.seed if training else 0, plan,
+                                  folder / name))  # fmt: skip
 
     train = pipeline("train", True)
     n = int(train.cardinality())

@@ -40,6 +40,10 @@ def run_training(settings: TrainSettings, force: bool = False) -> dict:
     interrupted = _Interrupts()
     try:
         with interrupted:
+            if s.strategy == "multiworker":  # TF_CONFIG's workers, the chief alone writing the run folder
+                from train.workers import run_on_workers
+
+                return run_on_workers(s, force, _train)
             return _train(s, force)
     except KeyboardInterrupt:
         pass
