@@ -2,6 +2,7 @@
 
 python -m benchmarks.training_memory --sizes 3000,20000,60000 --image-size 96 --alpha 0.35   # runs/training-memory/
 python -m benchmarks.training_memory --sizes 3000,20000 --repo /tmp/older-checkout --label before
+python -m benchmarks.training_memory --sizes 3000,60000 --export-only   # export's peak memory for those runs
 
 A benchmark, not a test: it trains one model per size. Each size is a folder of Fashion-MNIST class sub-folders (PNG,
 balanced, seeded; Debian's dataset-fashion-mnist, 70,000 real product photos), written once under OUT/data and reused.
@@ -9,6 +10,10 @@ Each run is `python -m train --data D --weights none --epochs 1 --fine-tune-epoc
 epoch a phase), run by the checkout --repo names as a child process; its peak resident memory is that child's own
 ru_maxrss (os.wait4), so TensorFlow, the pipeline and the cache all count. Rows join OUT/training_memory.json, keyed
 by (label, images, image size, alpha), and training_memory.{md,csv,png} are written again from all of them.
+With --export each run is then exported (`python -m export --run RUN --force`, every format, the test split
+predicted in full) and the export's own peak memory and time join the row; --export-only does that for the runs
+already trained (export should not grow with the split: it decodes only its calibration images and predicts the
+test split in batches).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 TRAIN_FLAGS = ["--weights", "none", "--epochs", "1", "--fine-tune-epochs", "1", "--qat-epochs", "1", "--force"]
 FIELDS = ("label", "images", "image_size", "alpha", "peak_rss_mb", "wall_s", "images_per_s_phase1",
-          "images_per_s_phase2", "images_per_s_phase3", "data_cache", "load_before", "exit_code", "error")  # fmt: skip
+          "images_per_s_phase2", "images_per_s_phase3", "data_cache", "load_before", "exit_code", "error",
+          "export_peak_rss_mb", "export_wall_s", "export_test_images", "export_error")  # fmt: skip
 
 
 class BenchError(RuntimeError):
@@ -74,10 +80,8 @@ def write_folder(root: Path, n: int, seed: int = 1337) -> Path:
     return folder
 
 
-def train_once(repo: Path, data: Path, run: Path, image_size: int, alpha: float, log_file: Path) -> dict:
-    """One `python -m train` of repo in a child process: its exit code, wall time, peak RSS and metrics.json's rates."""
-    cmd = [sys.executable, "-m", "train", "--data", str(data), "--out", str(run), "--image-size", str(image_size),
-           "--alpha", f"{alpha:g}", *TRAIN_FLAGS]  # fmt: skip
+def run_child(cmd: list[str], repo: Path, log_file: Path) -> tuple[int, float, float, str]:
+    """cmd run by repo's code in a child process, output to log_file: (exit code, wall s, peak RSS MB, error line)."""
     log(f"{' '.join(cmd)}  (log: {log_file})")
     env = dict(os.environ, PYTHONPATH=str(repo))
     t0 = time.monotonic()
@@ -89,12 +93,21 @@ def train_once(repo: Path, data: Path, run: Path, image_size: int, alpha: float,
             child.terminate()
             child.wait()
             raise
-    child.returncode = os.waitstatus_to_exitcode(status)
-    row = {"wall_s": round(time.monotonic() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-           "exit_code": child.returncode, "error": ""}  # fmt: skip
-    if child.returncode != 0:
+    code = os.waitstatus_to_exitcode(status)
+    error = ""
+    if code != 0:
         tail = log_file.read_text(errors="replace").strip().splitlines()
-        row["error"] = first_line(tail[-1] if tail else f"exit code {child.returncode}")[:200]
+        error = first_line(tail[-1] if tail else f"exit code {code}")[:200]
+    return code, round(time.monotonic() - t0, 1), round(usage.ru_maxrss / 1024, 1), error
+
+
+def train_once(repo: Path, data: Path, run: Path, image_size: int, alpha: float, log_file: Path) -> dict:
+    """One `python -m train` of repo in a child process: its exit code, wall time, peak RSS and metrics.json's rates."""
+    cmd = [sys.executable, "-m", "train", "--data", str(data), "--out", str(run), "--image-size", str(image_size),
+           "--alpha", f"{alpha:g}", *TRAIN_FLAGS]  # fmt: skip
+    code, wall, rss, error = run_child(cmd, repo, log_file)
+    row = {"wall_s": wall, "peak_rss_mb": rss, "exit_code": code, "error": error}
+    if code != 0:
         return row
     metrics = json.loads((run / "metrics.json").read_text())
     rates = metrics.get("images_per_s_steady") or {}
@@ -103,6 +116,19 @@ def train_once(repo: Path, data: Path, run: Path, image_size: int, alpha: float,
     cache = metrics.get("data_cache") or {}
     row["data_cache"] = cache.get("mode", "") if isinstance(cache, dict) else str(cache)
     return row
+
+
+def export_once(repo: Path, run: Path, log_file: Path) -> dict:
+    """`python -m export --run RUN --force` (every format) in a child process: its peak RSS, wall time, test images."""
+    code, wall, rss, error = run_child([sys.executable, "-m", "export", "--run", str(run), "--force"], repo, log_file)
+    from train.data import DataError, split_length
+
+    try:
+        test = split_length(run, "test")
+    except DataError:
+        test = None
+    return {"export_peak_rss_mb": rss, "export_wall_s": wall, "export_test_images": test,
+            "export_error": error or ("" if code == 0 else f"exit code {code}")}  # fmt: skip
 
 
 def merge_rows(path: Path, new: list[dict]) -> list[dict]:
@@ -119,15 +145,19 @@ def merge_rows(path: Path, new: list[dict]) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """The markdown table of the rows: peak RSS, wall time, cache mode and steady images/s per phase."""
-    lines = ["| label | images | size | peak RSS | wall time | cache | images/s phase 1 / 2 / 3 | load before |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| label | images | size | peak RSS | wall time | cache | images/s phase 1 / 2 / 3 | load before "
+             "| export peak RSS (test images) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         rates = " / ".join("-" if r.get(f"images_per_s_phase{i}") is None else f"{r[f'images_per_s_phase{i}']:.0f}"
                            for i in (1, 2, 3))  # fmt: skip
         m, s = divmod(int(r["wall_s"]), 60)
         rss = f"{r['peak_rss_mb'] / 1024:.2f} GB" + ("" if not r.get("error") else f" (failed: {r['error']})")
+        export = "-"
+        if r.get("export_peak_rss_mb") is not None:
+            export = f"{r['export_peak_rss_mb'] / 1024:.2f} GB ({r.get('export_test_images') or 0:,})"
+            export += f" (failed: {r['export_error']})" if r.get("export_error") else ""
         lines.append(f"| {r['label']} | {r['images']:,} | {r['image_size']} | {rss} | {m} min {s} s | "
-                     f"{r.get('data_cache') or '-'} | {rates} | {r.get('load_before', '-')} |")  # fmt: skip
+                     f"{r.get('data_cache') or '-'} | {rates} | {r.get('load_before', '-')} | {export} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -164,22 +194,50 @@ def write_outputs(out: Path, rows: list[dict]) -> None:
     plot(rows, out / "training_memory.png")
 
 
-def run_benchmark(sizes: list[int], image_size: int, alpha: float, out: Path, repo: Path, label: str) -> list[dict]:
-    """Trains once per size with repo's train and writes the outputs after each (an interrupted run keeps the rest)."""
+def run_benchmark(
+    sizes: list[int],
+    image_size: int,
+    alpha: float,
+    out: Path,
+    repo: Path,
+    label: str,
+    export: bool = False,
+    train: bool = True,
+) -> list[dict]:
+    """Trains (and with export, exports) once per size with repo's code, writing the outputs after each (an
+    interrupted benchmark keeps the rows before it). train=False exports the runs already trained and updates their
+    rows."""
     if not (repo / "train" / "__main__.py").is_file():
         raise BenchError(f"--repo {repo} has no train/__main__.py: give a checkout of this project")
     for sub in ("data", "runs", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    old = {(r["label"], r["images"], r["image_size"], r["alpha"]): r
+           for r in merge_rows(out / "training_memory.json", [])}  # fmt: skip
+    if not train:
+        for n in sizes:
+            run = out / "runs" / f"{label}-{image_size}-{n}"
+            if (label, n, image_size, alpha) not in old or not (run / "metrics.json").is_file():
+                raise BenchError(f"--export-only: no finished {label} run of {n} images at {image_size} px in "
+                                 f"{out / 'runs'}: run the benchmark without --export-only first")  # fmt: skip
     done = []
     for n in sizes:
-        data = write_folder(out / "data", n)
-        row = {"label": label, "images": n, "image_size": image_size, "alpha": alpha,
-               "load_before": round(os.getloadavg()[0], 2)}  # fmt: skip
         name = f"{label}-{image_size}-{n}"
-        row |= train_once(repo, data, out / "runs" / name, image_size, alpha, out / "logs" / f"{name}.log")
+        run = out / "runs" / name
+        if train:
+            data = write_folder(out / "data", n)
+            row = {"label": label, "images": n, "image_size": image_size, "alpha": alpha,
+                   "load_before": round(os.getloadavg()[0], 2)}  # fmt: skip
+            row |= train_once(repo, data, run, image_size, alpha, out / "logs" / f"{name}.log")
+            log(f"{name}: peak RSS {row['peak_rss_mb'] / 1024:.2f} GB, {row['wall_s']:.0f} s"
+                + (f", FAILED: {row['error']}" if row["error"] else ""))  # fmt: skip
+        else:
+            row = dict(old[(label, n, image_size, alpha)])
+        if export and not row["error"]:
+            row |= export_once(repo, run, out / "logs" / f"{name}-export.log")
+            log(f"{name} export: peak RSS {row['export_peak_rss_mb'] / 1024:.2f} GB, {row['export_wall_s']:.0f} s, "
+                f"{row['export_test_images']} test images" + (f", FAILED: {row['export_error']}"
+                                                               if row["export_error"] else ""))  # fmt: skip
         done.append(row)
-        log(f"{name}: peak RSS {row['peak_rss_mb'] / 1024:.2f} GB, {row['wall_s']:.0f} s"
-            + (f", FAILED: {row['error']}" if row["error"] else ""))  # fmt: skip
         write_outputs(out, merge_rows(out / "training_memory.json", [row]))
     return done
 
@@ -192,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/training-memory"))
     p.add_argument("--repo", type=Path, default=REPO, help="the checkout whose train runs (an older one: before)")
     p.add_argument("--label", default="after", help="the rows' label in the table and plot")
+    p.add_argument("--export", action="store_true", help="export each run after training it: export's peak memory")
+    p.add_argument("--export-only", action="store_true", help="export the runs already trained (no training)")
     a = p.parse_args(argv)
     try:
         sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
@@ -202,12 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --sizes {a.sizes!r}: give image counts of at least 100, e.g. 3000,20000")
         return 2
     try:
-        rows = run_benchmark(sizes, a.image_size, a.alpha, a.out, a.repo.resolve(), a.label)
+        rows = run_benchmark(sizes, a.image_size, a.alpha, a.out, a.repo.resolve(), a.label,
+                             export=a.export or a.export_only, train=not a.export_only)  # fmt: skip
     except BenchError as e:
         print(f"error: {e}")
         return 2
     print(table(rows), end="")
-    return 1 if any(r["error"] for r in rows) else 0
+    return 1 if any(r["error"] or r.get("export_error") for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""benchmarks.training_memory without training: rows merge by key, outputs come out, bad input is one line."""
+"""benchmarks.training_memory without training: rows merge by key, outputs come out, bad input is one line, and
+--export-only measures the export of a run already trained."""
 
 from __future__ import annotations
 
 import json
 
 import cv2
+import pytest
 
 
 def _row(label, n, rss, **kw):
@@ -24,7 +26,7 @@ def test_rows_merge_by_key_and_the_outputs_are_written(tmp_path):
     write_outputs(tmp_path, rows)
     assert json.loads((tmp_path / "training_memory.json").read_text()) == rows
     md = (tmp_path / "training_memory.md").read_text()
-    assert "| after | 20,000 | 96 | 2.25 GB | 1 min 40 s | file | 50 / 60 / - | 1.0 |" in md, md
+    assert "| after | 20,000 | 96 | 2.25 GB | 1 min 40 s | file | 50 / 60 / - | 1.0 | - |" in md, md
     assert (tmp_path / "training_memory.csv").read_text().count("\n") == 4
     img = cv2.imread(str(tmp_path / "training_memory.png"))
     assert img is not None and img.shape[1] > 500
@@ -36,6 +38,33 @@ def test_bad_sizes_and_a_repo_that_is_not_a_checkout_are_one_line(tmp_path, caps
     assert main(["--sizes", "3k", "--out", str(tmp_path)]) == 2
     assert main(["--sizes", "50", "--out", str(tmp_path)]) == 2
     assert main(["--sizes", "3000", "--repo", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert main(["--sizes", "3000", "--export-only", "--out", str(tmp_path / "o")]) == 2
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 3 and all(line.startswith("error: ") for line in out), out
+    assert len(out) == 4 and all(line.startswith("error: ") for line in out), out
     assert "--sizes '3k'" in out[0] and "at least 100" in out[1] and "has no train/__main__.py" in out[2]
+    assert "no finished after run of 3000 images at 96 px" in out[3] and "without --export-only" in out[3]
+    assert not (tmp_path / "o" / "data").exists() or not any((tmp_path / "o" / "data").iterdir())  # nothing written
+
+
+@pytest.mark.slow
+def test_export_only_adds_export_memory_to_a_finished_run(tmp_path, exported_run):
+    """--export-only exports a run already trained (a copy of the session's tiny run) and fills in its row."""
+    import shutil
+
+    from benchmarks.training_memory import main
+
+    out = tmp_path / "bench"
+    run = out / "runs" / "after-32-300"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("export"))
+    (out / "training_memory.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "training_memory.json").write_text(json.dumps([_row("after", 300, 1500.0) | {"image_size": 32}]))
+    assert main(["--sizes", "300", "--image-size", "32", "--export-only", "--out", str(out)]) == 0
+    [row] = json.loads((out / "training_memory.json").read_text())
+    assert row["export_error"] == "" and row["peak_rss_mb"] == 1500.0, row  # the training figures are kept
+    assert 200 < row["export_peak_rss_mb"] < 8000 and row["export_wall_s"] > 0, row
+    assert row["export_test_images"] == len(json.loads((run / "splits.json").read_text())["splits"]["test"]["labels"])
+    assert (run / "export" / "manifest.json").is_file()
+    assert (
+        f"| {row['export_peak_rss_mb'] / 1024:.2f} GB ({row['export_test_images']:,}) |"
+        in (out / "training_memory.md").read_text()
+    )
