@@ -13,6 +13,10 @@ FORMAT  ?=
 # `make collect OUT=photos ARGS="--labels cat,dog"`: training photos from SOURCE, one folder per class
 OUT     ?= photos
 PYTEST  ?= -q
+# pytest-xdist: tests run in parallel processes, one per core (at most 4), a test file per process at a time, the
+# longest files first (tests/conftest.LONGEST_FIRST); the trained fixtures are built once per run and shared
+# (tests/conftest.once_per_run). `make test XDIST=` runs everything in one process.
+XDIST   ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: help setup train export bench sweep edge collect bundle test test-fast test-pi lint format clean
 
@@ -25,7 +29,7 @@ help:
 	@echo "make edge     camera classifier, best model of the manifest  [FORMAT=...] [SOURCE=0|video.mp4|images/|rtsp://...|picamera]"
 	@echo "make collect  training photos from the camera into OUT/<label>/  [OUT=photos ARGS='--labels cat,dog']"
 	@echo "make bundle   dist/NAME-edge.tar.gz for a Raspberry Pi        [FORMAT=tflite_int8]"
-	@echo "make test     the test suite, in random order (what CI runs); make test-fast: nothing that trains, < 2 min"
+	@echo "make test     the test suite, in random order, on every core (what CI runs); make test-fast: nothing that trains, < 2 min"
 	@echo "make lint     ruff check + format check"
 
 $(BIN)/.stamp: requirements/*.txt
@@ -59,10 +63,10 @@ bundle: setup
 	$(BIN)/python -m deploy.bundle --run $(RUN) $(if $(FORMAT),--format $(FORMAT)) $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST)
 
 test-fast: setup
-	$(BIN)/python -m pytest $(PYTEST) -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST) -m "not slow"
 
 test-pi: setup
 	bash tests/pi/run-pi-test.sh

@@ -6,7 +6,9 @@ seconds (the class is the dominant colour), so the parity thresholds mean someth
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,45 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("red", "green", "blue")
+
+
+# The test files that take longest, longest first (measured: tens of seconds to minutes of CPU each). `make test`
+# runs files in parallel processes (pytest-xdist --dist loadfile --no-loadscope-reorder), each taking the next file in
+# collection order when it is nearly done with its own: starting with the longest files keeps one long file from
+# running alone at the end. pytest-randomly's shuffle still decides the order of the other files and of the tests
+# in every file.
+LONGEST_FIRST = ("test_transfer.py", "test_multiworker.py", "test_train.py", "test_bench.py", "test_sweep.py",
+                 "test_sweep_distributed.py", "test_edge_collect.py", "test_memory.py", "test_augment.py",
+                 "test_export.py", "test_runfolder.py")  # fmt: skip
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: keeps the shuffle within
+
+
+def once_per_run(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """build(folder) once per test run, even when pytest-xdist splits the run between processes (`make test`):
+    every worker's temporary folder lies in one shared parent, where the first worker to ask builds under a file lock
+    while the others wait, then reuse its result. A build that fails is tried again by the next worker that asks."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent
+    done = shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.is_file():
+            return Path(done.read_text())
+        folder = shared / name
+        if folder.exists():  # a failed build's leftovers
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir()
+        result = build(folder)
+        done.write_text(str(result))
+        return result
 
 
 def make_color_images(n_per_class: int, size: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +92,8 @@ def write_folder(root: Path, n_per_class: int = 150, size: int = 40, seed: int =
 
 @pytest.fixture(scope="session")
 def color_folder(tmp_path_factory) -> Path:
-    return write_folder(tmp_path_factory.mktemp("colors") / "data")
+    """The run's one folder of colour images (shared like trained_run, whose settings.json names it)."""
+    return once_per_run(tmp_path_factory, "colors", lambda folder: write_folder(folder / "data"))
 
 
 def tiny_settings(data: Path, out: Path, **kw):
@@ -68,20 +110,25 @@ def trained_run(color_folder, tmp_path_factory) -> Path:
     """A finished training run (float + QAT models, plots, metrics) in a temporary runs/ folder."""
     from train.run import run_training
 
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    run_training(tiny_settings(color_folder, out))
-    return out
+    def build(folder: Path) -> Path:
+        run_training(tiny_settings(color_folder, folder / "tiny"))
+        return folder / "tiny"
+
+    return once_per_run(tmp_path_factory, "trained_run", build)
 
 
 @pytest.fixture(scope="session")
-def exported_run(trained_run) -> Path:
+def exported_run(trained_run, tmp_path_factory) -> Path:
     """trained_run with every format exported and the manifest written."""
     from export.run import export_run
     from export.settings import ExportSettings
 
-    result = export_run(ExportSettings(run=str(trained_run), calibration_images=64))
-    assert not result["failed"], result["failed"]
-    return trained_run
+    def build(_: Path) -> Path:
+        result = export_run(ExportSettings(run=str(trained_run), calibration_images=64))
+        assert not result["failed"], result["failed"]
+        return trained_run
+
+    return once_per_run(tmp_path_factory, "exported_run", build)
 
 
 @pytest.fixture(scope="session")
@@ -107,28 +154,29 @@ BACKBONE_RECIPE = dict(alpha=0.35, image_size=48, images=12_000, epochs=5)
 
 def _ensure_fashion_mnist() -> None:
     """Installs Debian's dataset-fashion-mnist when it is missing and we may (CI runs as root)."""
-    import shutil
-
     from train.pretrain import FASHION_DIR, FASHION_FILES
 
     if all((Path(FASHION_DIR) / f).is_file() for pair in FASHION_FILES.values() for f in pair):
         return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail("Fashion-MNIST is missing: run `sudo apt-get install dataset-fashion-mnist`")
-    import subprocess
+    from system_packages import apt_install, can_install
 
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=True, env=env, timeout=600)
+    if not can_install():
+        pytest.fail("Fashion-MNIST is missing: run `sudo apt-get install dataset-fashion-mnist`")
+    error = apt_install("dataset-fashion-mnist")
+    if error:
+        pytest.fail(error)
 
 
 @pytest.fixture(scope="session")
-def pretrained_backbone() -> Path:
+def pretrained_backbone(tmp_path_factory) -> Path:
     """A no-top MobileNetV2 (alpha 0.35) weights file pretrained on Fashion-MNIST, as `--weights` takes it."""
     from train.pretrain import PretrainSettings, pretrain_backbone
 
-    _ensure_fashion_mnist()
-    return pretrain_backbone(PretrainSettings(**BACKBONE_RECIPE))
+    def build(_: Path) -> Path:
+        _ensure_fashion_mnist()
+        return pretrain_backbone(PretrainSettings(**BACKBONE_RECIPE))
+
+    return once_per_run(tmp_path_factory, "pretrained_backbone", build)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pytest
 from edge_model import REPO, make_images, write_video
+from system_packages import apt_install, can_install
 
 from contracts.runners.classifier import Classifier
 from edge.app import EdgeOptions, run_loop
@@ -41,11 +42,8 @@ TOKEN = "page-test-token"
 def _chromium() -> str:
     """The chromium binary, installed from Debian's packages when missing and this runs as root; else a skip."""
     found = shutil.which("chromium")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-            if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-                break
+    if found is None and can_install():
+        apt_install("chromium")
         found = shutil.which("chromium")
     if found is None:
         pytest.skip("chromium is not installed and could not be (apt-get install chromium, as root)")
@@ -242,9 +240,11 @@ def test_collect_buttons_save_and_an_outage_shows_a_banner(browser, tmp_path):
         browser.open(server.url)
         browser.wait("document.querySelectorAll('button.collect').length === 3", "the collect buttons")
         browser.wait("document.getElementById('video').naturalWidth === 640", "the video")
-        for label in ("dog", "dog", "cat"):
+        for label, name in (("dog", "dog/dog_0001.jpg"), ("dog", "dog/dog_0002.jpg"), ("cat", "cat/cat_0001.jpg")):
+            # each click's own file before the next click: the page shows the last answer that came back, and a
+            # slow answer to an earlier click could otherwise overwrite a later one's
             browser.js(f"document.querySelector('button.collect[data-label=\"{label}\"]').click()")
-            browser.wait(f"document.getElementById('saved').innerText.includes('{label}/')", f"a saved {label}")
+            browser.wait(f"document.getElementById('saved').innerText.includes('{name}')", f"the saved {name}")
         browser.wait("document.getElementById('counts').innerText.includes('dog: 2')", "the counts")
         browser.screenshot("live-view-collect.png", tmp_path)
         assert actions.saved == {"cat": 1, "dog": 2, "empty": 0}

@@ -25,6 +25,7 @@ import time
 import cv2
 import pytest
 from edge_model import LABELS, REPO, CaptureSpy, make_images, write_video
+from system_packages import apt_install, can_install
 
 from edge import cli
 
@@ -91,13 +92,11 @@ def ffmpeg() -> str:
     found = shutil.which("ffmpeg")
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
+    if not can_install():
         pytest.skip("needs ffmpeg: sudo apt-get install ffmpeg (the test installs it itself when run as root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "ffmpeg"]):
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if p.returncode != 0:
-            pytest.fail(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr[-2000:]}")
+    error = apt_install("ffmpeg")
+    if error:
+        pytest.fail(error)
     return shutil.which("ffmpeg") or pytest.fail("apt-get installed ffmpeg, but it is not on PATH")
 
 

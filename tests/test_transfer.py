@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BACKBONE_RECIPE, REPO
+from conftest import BACKBONE_RECIPE, REPO, once_per_run
 
 SIZE = BACKBONE_RECIPE["image_size"]
 
@@ -61,12 +61,15 @@ def transfer_run(pretrained_backbone, tmp_path_factory) -> Path:
     from train.run import run_training
     from train.settings import TrainSettings
 
-    out = tmp_path_factory.mktemp("transfer") / "digits"
-    run_training(TrainSettings(data="digits", out=str(out), image_size=SIZE, alpha=0.35,
-                               weights=str(pretrained_backbone)))  # fmt: skip
-    result = export_run(ExportSettings(run=str(out), formats="tflite_int8,tflite_int8_qat,onnx_int8"))
-    (out / "export_result.json").write_text(json.dumps(result))
-    return out
+    def build(folder: Path) -> Path:
+        out = folder / "digits"
+        run_training(TrainSettings(data="digits", out=str(out), image_size=SIZE, alpha=0.35,
+                                   weights=str(pretrained_backbone)))  # fmt: skip
+        result = export_run(ExportSettings(run=str(out), formats="tflite_int8,tflite_int8_qat,onnx_int8"))
+        (out / "export_result.json").write_text(json.dumps(result))
+        return out
+
+    return once_per_run(tmp_path_factory, "transfer_run", build)
 
 
 @pytest.mark.slow
