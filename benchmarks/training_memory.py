@@ -118,9 +118,10 @@ def train_once(repo: Path, data: Path, run: Path, image_size: int, alpha: float,
     return row
 
 
-def export_once(repo: Path, run: Path, log_file: Path) -> dict:
-    """`python -m export --run RUN --force` (every format) in a child process: its peak RSS, wall time, test images."""
-    code, wall, rss, error = run_child([sys.executable, "-m", "export", "--run", str(run), "--force"], repo, log_file)
+def export_once(repo: Path, run: Path, log_file: Path, formats: str = "all") -> dict:
+    """`python -m export --run RUN --force --formats F` in a child process: its peak RSS, wall time, test images."""
+    cmd = [sys.executable, "-m", "export", "--run", str(run), "--force", "--formats", formats]
+    code, wall, rss, error = run_child(cmd, repo, log_file)
     from train.data import DataError, split_length
 
     try:
@@ -203,6 +204,7 @@ def run_benchmark(
     label: str,
     export: bool = False,
     train: bool = True,
+    export_formats: str = "all",
 ) -> list[dict]:
     """Trains (and with export, exports) once per size with repo's code, writing the outputs after each (an
     interrupted benchmark keeps the rows before it). train=False exports the runs already trained and updates their
@@ -233,7 +235,7 @@ def run_benchmark(
         else:
             row = dict(old[(label, n, image_size, alpha)])
         if export and not row["error"]:
-            row |= export_once(repo, run, out / "logs" / f"{name}-export.log")
+            row |= export_once(repo, run, out / "logs" / f"{name}-export.log", export_formats)
             log(f"{name} export: peak RSS {row['export_peak_rss_mb'] / 1024:.2f} GB, {row['export_wall_s']:.0f} s, "
                 f"{row['export_test_images']} test images" + (f", FAILED: {row['export_error']}"
                                                                if row["export_error"] else ""))  # fmt: skip
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default="after", help="the rows' label in the table and plot")
     p.add_argument("--export", action="store_true", help="export each run after training it: export's peak memory")
     p.add_argument("--export-only", action="store_true", help="export the runs already trained (no training)")
+    p.add_argument("--export-formats", default="all", help="export's --formats (default all)")
     a = p.parse_args(argv)
     try:
         sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
@@ -263,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rows = run_benchmark(sizes, a.image_size, a.alpha, a.out, a.repo.resolve(), a.label,
-                             export=a.export or a.export_only, train=not a.export_only)  # fmt: skip
+                             export=a.export or a.export_only, train=not a.export_only,
+                             export_formats=a.export_formats)  # fmt: skip
     except BenchError as e:
         print(f"error: {e}")
         return 2

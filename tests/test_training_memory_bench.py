@@ -58,12 +58,13 @@ def test_export_only_adds_export_memory_to_a_finished_run(tmp_path, exported_run
     shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("export"))
     (out / "training_memory.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "training_memory.json").write_text(json.dumps([_row("after", 300, 1500.0) | {"image_size": 32}]))
-    assert main(["--sizes", "300", "--image-size", "32", "--export-only", "--out", str(out)]) == 0
+    argv = ["--sizes", "300", "--image-size", "32", "--export-only", "--export-formats", "tflite_fp32"]
+    assert main([*argv, "--out", str(out)]) == 0
     [row] = json.loads((out / "training_memory.json").read_text())
     assert row["export_error"] == "" and row["peak_rss_mb"] == 1500.0, row  # the training figures are kept
     assert 200 < row["export_peak_rss_mb"] < 8000 and row["export_wall_s"] > 0, row
     assert row["export_test_images"] == len(json.loads((run / "splits.json").read_text())["splits"]["test"]["labels"])
-    assert (run / "export" / "manifest.json").is_file()
+    assert [f.name for f in (run / "export").glob("*.tflite")] == ["tflite_fp32.tflite"]
     assert (
         f"| {row['export_peak_rss_mb'] / 1024:.2f} GB ({row['export_test_images']:,}) |"
         in (out / "training_memory.md").read_text()
