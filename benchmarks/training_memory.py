@@ -118,9 +118,11 @@ def train_once(repo: Path, data: Path, run: Path, image_size: int, alpha: float,
     return row
 
 
-def export_once(repo: Path, run: Path, log_file: Path, formats: str = "all") -> dict:
-    """`python -m export --run RUN --force --formats F` in a child process: its peak RSS, wall time, test images."""
+def export_once(repo: Path, run: Path, log_file: Path, formats: str = "all", max_test_images: int = 0) -> dict:
+    """`python -m export --run RUN --force --formats F` in a child process: its peak RSS, wall time, test images
+    (max_test_images > 0: export's --max-test-images, the same parity set whatever the dataset's size)."""
     cmd = [sys.executable, "-m", "export", "--run", str(run), "--force", "--formats", formats]
+    cmd += ["--max-test-images", str(max_test_images)] if max_test_images else []
     code, wall, rss, error = run_child(cmd, repo, log_file)
     from train.data import DataError, split_length
 
@@ -128,6 +130,8 @@ def export_once(repo: Path, run: Path, log_file: Path, formats: str = "all") -> 
         test = split_length(run, "test")
     except DataError:
         test = None
+    if test is not None and max_test_images:
+        test = min(test, max_test_images)
     return {"export_peak_rss_mb": rss, "export_wall_s": wall, "export_test_images": test,
             "export_error": error or ("" if code == 0 else f"exit code {code}")}  # fmt: skip
 
@@ -205,6 +209,7 @@ def run_benchmark(
     export: bool = False,
     train: bool = True,
     export_formats: str = "all",
+    export_max_test_images: int = 0,
 ) -> list[dict]:
     """Trains (and with export, exports) once per size with repo's code, writing the outputs after each (an
     interrupted benchmark keeps the rows before it). train=False exports the runs already trained and updates their
@@ -235,7 +240,7 @@ def run_benchmark(
         else:
             row = dict(old[(label, n, image_size, alpha)])
         if export and not row["error"]:
-            row |= export_once(repo, run, out / "logs" / f"{name}-export.log", export_formats)
+            row |= export_once(repo, run, out / "logs" / f"{name}-export.log", export_formats, export_max_test_images)
             log(f"{name} export: peak RSS {row['export_peak_rss_mb'] / 1024:.2f} GB, {row['export_wall_s']:.0f} s, "
                 f"{row['export_test_images']} test images" + (f", FAILED: {row['export_error']}"
                                                                if row["export_error"] else ""))  # fmt: skip
@@ -255,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", action="store_true", help="export each run after training it: export's peak memory")
     p.add_argument("--export-only", action="store_true", help="export the runs already trained (no training)")
     p.add_argument("--export-formats", default="all", help="export's --formats (default all)")
+    p.add_argument("--export-max-test-images", type=int, default=0, help="export's --max-test-images (0: all)")
     a = p.parse_args(argv)
     try:
         sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
@@ -265,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --sizes {a.sizes!r}: give image counts of at least 100, e.g. 3000,20000")
         return 2
     try:
+        export = dict(export=a.export or a.export_only, export_formats=a.export_formats,
+                      export_max_test_images=a.export_max_test_images)  # fmt: skip
         rows = run_benchmark(sizes, a.image_size, a.alpha, a.out, a.repo.resolve(), a.label,
-                             export=a.export or a.export_only, train=not a.export_only,
-                             export_formats=a.export_formats)  # fmt: skip
+                             train=not a.export_only, **export)  # fmt: skip
     except BenchError as e:
         print(f"error: {e}")
         return 2
