@@ -160,7 +160,7 @@ def table(rows: list[dict]) -> str:
         export = "-"
         if r.get("export_peak_rss_mb") is not None:
             export = f"{r['export_peak_rss_mb'] / 1024:.2f} GB ({r.get('export_test_images') or 0:,})"
-            export += f" (failed: {r['export_error']})" if r.get("export_error") else ""
+            export += f" ({r['export_error']})" if r.get("export_error") else ""
         lines.append(f"| {r['label']} | {r['images']:,} | {r['image_size']} | {rss} | {m} min {s} s | "
                      f"{r.get('data_cache') or '-'} | {rates} | {r.get('load_before', '-')} | {export} |")  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -179,6 +179,15 @@ def plot(rows: list[dict], path: Path) -> None:
             for x, y in pts:
                 ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    sizes = []  # the sizes measured, written out (log-scale minor labels collide), none within 1.5x of another
+    for n in sorted({r["images"] for r in rows}):
+        if not sizes or n >= 1.5 * sizes[-1]:
+            sizes.append(n)
+    ax.set_xticks(sizes)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
     ax.set_xlabel("images in the folder (log scale)")
     ax.set_ylabel("peak resident memory of python -m train (GB)")
     ax.set_ylim(bottom=0)
