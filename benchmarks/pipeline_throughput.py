@@ -37,7 +37,8 @@ def measure_arm(arm: str, data: Path, image_size: int, alpha: float, epochs: int
 
     from train.data import scan_folder
     from train.model import build_model
-    from train.settings import TrainSettings, camera_strengths, resolve
+    from train.run import model_kwargs
+    from train.settings import TrainSettings, resolve
     from train.throughput import Throughput, peak_rss_mb
 
     s = resolve(TrainSettings(data=str(data), image_size=image_size, alpha=alpha, weights="none"))
@@ -56,9 +57,7 @@ def measure_arm(arm: str, data: Path, image_size: int, alpha: float, epochs: int
         plan = CachePlan(arm, 0.0, 0.0, f"{arm} (forced by the benchmark)")
         reset_cache_folder(work, plan)
         train = make_dataset(split, image_size, s.batch_size, True, s.seed, plan, cache_folder(work) / "train")
-    model = build_model(len(ds.class_names), image_size, alpha=alpha, weights="none", dropout=s.dropout,
-                        augment=s.augment, flip=s.flip, bn_momentum=s.bn_momentum, camera=camera_strengths(s),
-                        camera_fraction=s.aug_fraction)  # fmt: skip
+    model = build_model(weights="none", **model_kwargs(s, len(ds.class_names)))  # make train's model, untrained
     model.compile(keras.optimizers.Adam(s.learning_rate), "sparse_categorical_crossentropy")
     rates, cpu = [], []
 

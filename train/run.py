@@ -137,6 +137,13 @@ def read_data(s: TrainSettings) -> Dataset:
     return ds
 
 
+def model_kwargs(s: TrainSettings, num_classes: int) -> dict:
+    """train.model.build_model's arguments for a run's settings, but the weights."""
+    return dict(num_classes=num_classes, image_size=s.image_size, backbone=s.backbone, alpha=s.alpha,
+                dropout=s.dropout, augment=s.augment, flip=s.flip, bn_momentum=s.bn_momentum,
+                camera=camera_strengths(s), camera_fraction=s.aug_fraction)  # fmt: skip
+
+
 def build(s: TrainSettings, ctx: FitContext, num_classes: int):
     """The model under the run's strategy, and the weights it was really built from.
 
@@ -146,9 +153,7 @@ def build(s: TrainSettings, ctx: FitContext, num_classes: int):
     """
     from train.model import WeightsUnavailable, build_model
 
-    kw = dict(num_classes=num_classes, image_size=s.image_size, backbone=s.backbone, alpha=s.alpha,
-              dropout=s.dropout, augment=s.augment, flip=s.flip, bn_momentum=s.bn_momentum,
-              camera=camera_strengths(s), camera_fraction=s.aug_fraction)  # fmt: skip
+    kw = model_kwargs(s, num_classes)
     weights_used = s.weights
     with ctx.strategy.scope():
         try:
