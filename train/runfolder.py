@@ -87,6 +87,12 @@ def previous_run(s: TrainSettings, force: bool) -> bool:
     return all((run / f).is_file() for f in (FLOAT_MODEL, QAT_MODEL))
 
 
+def has_progress(run: Path) -> bool:
+    """Whether a run folder holds a finished phase (checkpoints/PHASE.json) or a mid-phase Keras backup (backup/):
+    what a re-run of the same command resumes from."""
+    return any(run.glob("checkpoints/*.json")) or (run / "backup").is_dir()
+
+
 def replace_run(run: Path) -> None:
     """--force, once the data has been read: deletes the old run (checked by check_out_folder to be one)."""
     if run.is_dir() and (is_training_run(run) or not any(run.iterdir())):

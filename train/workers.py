@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.console import first_line, log
-from train.runfolder import RunError, check_out_folder, previous_run
+from train.runfolder import RunError, check_out_folder, has_progress, previous_run
 from train.settings import SettingsError, TrainSettings
 
 # tf.distribute has no public timeout for reaching the other workers: left alone, the chief waits an hour for the
@@ -206,7 +206,7 @@ def _folder_state(s: TrainSettings, force: bool, chief: bool) -> tuple[int, RunE
     except RunError as e:
         return _REFUSED, e
     run = s.run_dir
-    partial = not force and (any(run.glob("checkpoints/*.json")) or (run / "backup").is_dir())
+    partial = not force and has_progress(run)
     return (_PARTIAL if partial else _FRESH), None
 
 
